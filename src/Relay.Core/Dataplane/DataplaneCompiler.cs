@@ -1,0 +1,142 @@
+using System.Net;
+using Relay.Core.LoadBalancing;
+
+namespace Relay.Core.Dataplane;
+
+/// <summary>
+/// Compiles the desired state of a network into nft objects. Pure: the same spec always gives the
+/// same ruleset, which is what lets an incremental update and a full resync end in the same kernel state.
+/// <para>
+/// The design keeps every per-service fact in map elements and never in a chain of its own:
+/// dispatch is one verdict-map lookup keyed by the virtual address, which jumps to a balancing
+/// chain shared by every service with the same policy and instance count; that chain picks a slot
+/// (<c>numgen</c> or <c>jhash</c>) and translates through one more map keyed by virtual address and
+/// slot. Re-pointing a service is then a handful of element updates, and libnftables never has to
+/// fetch thousands of chains into its cache (see docs/decisions/001-dataplane-maps-not-chains.md).
+/// </para>
+/// </summary>
+public static class DataplaneCompiler
+{
+    /// <summary>Compiles <paramref name="spec"/>.</summary>
+    public static NftRuleset Compile(DataplaneSpec spec)
+    {
+        var chains = new SortedDictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
+        var elements = new SortedDictionary<string, Dictionary<string, string>>(StringComparer.Ordinal);
+        foreach (var name in new[]
+                 {
+                     NftNames.Sources4, NftNames.Sources6, NftNames.Services4, NftNames.Services6, NftNames.Ports4,
+                     NftNames.Ports6, NftNames.Backends4, NftNames.Backends6, NftNames.PortBackends4, NftNames.PortBackends6,
+                 })
+        {
+            elements[name] = new Dictionary<string, string>(StringComparer.Ordinal);
+        }
+
+        foreach (var link in spec.Links)
+        {
+            elements[NftNames.Sources4][$"\"{link.HostInterface}\" . {link.Address4}"] = "";
+            elements[NftNames.Sources6][$"\"{link.HostInterface}\" . {link.Address6}"] = "";
+        }
+
+        foreach (var service in spec.Services)
+        {
+            if (service.Backends.Count == 0)
+            {
+                // No entry at all: the orchestrator has no route for virtual addresses, so the
+                // client gets "no route to host" at once instead of a silent black hole.
+                continue;
+            }
+            var slots = SlotOwners(service);
+            var modulus = slots.Length;
+            var policy = PolicyNames.Of(service.Policy);
+            if (service.Ports.Count == 0)
+            {
+                var chain4 = NftNames.BalancerChain(4, false, policy, modulus);
+                var chain6 = NftNames.BalancerChain(6, false, policy, modulus);
+                chains.TryAdd(chain4, BalancerRules(4, false, service.Policy, modulus));
+                chains.TryAdd(chain6, BalancerRules(6, false, service.Policy, modulus));
+                elements[NftNames.Services4][service.Vip4.ToString()] = "goto " + chain4;
+                elements[NftNames.Services6][service.Vip6.ToString()] = "goto " + chain6;
+                var be4 = elements[NftNames.Backends4];
+                var be6 = elements[NftNames.Backends6];
+                for (var s = 0; s < slots.Length; s++)
+                {
+                    var b = service.Backends[slots[s]];
+                    be4[$"{service.Vip4} . {s}"] = b.Address4.ToString();
+                    be6[$"{service.Vip6} . {s}"] = b.Address6.ToString();
+                }
+            }
+            else
+            {
+                var chain4 = NftNames.BalancerChain(4, true, policy, modulus);
+                var chain6 = NftNames.BalancerChain(6, true, policy, modulus);
+                chains.TryAdd(chain4, BalancerRules(4, true, service.Policy, modulus));
+                chains.TryAdd(chain6, BalancerRules(6, true, service.Policy, modulus));
+                var pbe4 = elements[NftNames.PortBackends4];
+                var pbe6 = elements[NftNames.PortBackends6];
+                foreach (var port in service.Ports)
+                {
+                    var key4 = $"{service.Vip4} . {port.ProtocolName} . {port.Port}";
+                    var key6 = $"{service.Vip6} . {port.ProtocolName} . {port.Port}";
+                    elements[NftNames.Ports4][key4] = "goto " + chain4;
+                    elements[NftNames.Ports6][key6] = "goto " + chain6;
+                    for (var s = 0; s < slots.Length; s++)
+                    {
+                        var b = service.Backends[slots[s]];
+                        pbe4[$"{key4} . {s}"] = $"{b.Address4} . {port.TargetPort}";
+                        pbe6[$"{key6} . {s}"] = $"{b.Address6} . {port.TargetPort}";
+                    }
+                }
+            }
+        }
+
+        var frozen = new SortedDictionary<string, IReadOnlyDictionary<string, string>>(StringComparer.Ordinal);
+        foreach (var (name, map) in elements)
+        {
+            frozen[name] = map;
+        }
+        return new NftRuleset(chains, frozen);
+    }
+
+    /// <summary>
+    /// Which backend owns each slot. Round-robin and random: slot i is backend i, so replacing one
+    /// backend in place moves only its flows. Maglev and source: the Maglev lookup table.
+    /// </summary>
+    public static int[] SlotOwners(DataplaneService service)
+    {
+        if (PolicyNames.UsesLookupTable(service.Policy))
+        {
+            var names = service.Backends.Select(b => b.Instance).ToArray();
+            return Maglev.Build(names, service.MaglevTableSize);
+        }
+        return Enumerable.Range(0, service.Backends.Count).ToArray();
+    }
+
+    /// <summary>The rules of a balancing chain; they depend only on the chain's name parts.</summary>
+    public static IReadOnlyList<string> BalancerRules(int family, bool ports, LoadBalancingPolicy policy, int modulus)
+    {
+        var ip = family == 4 ? "ip" : "ip6";
+        var icmp = family == 4 ? "icmp" : "icmpv6";
+        var map = ports
+            ? (family == 4 ? NftNames.PortBackends4 : NftNames.PortBackends6)
+            : (family == 4 ? NftNames.Backends4 : NftNames.Backends6);
+        // The key starts with what dispatch already matched (the virtual address, and protocol
+        // and port for port-mapped services), then the slot.
+        var prefix = ports ? $"{ip} daddr . meta l4proto . th dport" : $"{ip} daddr";
+        string Dnat(string slot) => $"dnat {ip} to {prefix} . {slot} map @{map}";
+        var seed = NftNames.HashSeed;
+        return policy switch
+        {
+            LoadBalancingPolicy.RoundRobin => [Dnat($"numgen inc mod {modulus}")],
+            LoadBalancingPolicy.Random => [Dnat($"numgen random mod {modulus}")],
+            LoadBalancingPolicy.Source => [Dnat($"jhash {ip} saddr mod {modulus} seed {seed}")],
+            LoadBalancingPolicy.Maglev when ports => [Dnat($"jhash {ip} saddr . th sport mod {modulus} seed {seed}")],
+            LoadBalancingPolicy.Maglev =>
+            [
+                $"meta l4proto {{ tcp, udp, sctp }} " + Dnat($"jhash {ip} saddr . meta l4proto . th sport . th dport mod {modulus} seed {seed}"),
+                $"{icmp} type echo-request " + Dnat($"jhash {ip} saddr . {icmp} id mod {modulus} seed {seed}"),
+                Dnat($"jhash {ip} saddr mod {modulus} seed {seed}"),
+            ],
+            _ => throw new ArgumentOutOfRangeException(nameof(policy)),
+        };
+    }
+}

@@ -1,0 +1,45 @@
+using Relay.Core.Errors;
+
+namespace Relay.Core.Naming;
+
+/// <summary>
+/// Names of networks and instances: one lower-case DNS label. They become parts of namespace
+/// names (<c>relay-NET</c>, <c>relay-NET.INSTANCE</c>), so they may not contain dots:
+/// that keeps the namespace of one network from ever looking like an instance of another.
+/// </summary>
+public static class ResourceName
+{
+    /// <summary>The longest network name: short enough that every derived name stays readable.</summary>
+    public const int MaxNetworkLength = 32;
+
+    /// <summary>The longest instance name (one DNS label).</summary>
+    public const int MaxInstanceLength = DnsName.MaxLabelLength;
+
+    /// <summary>Validates a network name, adding to <paramref name="errors"/>; returns the canonical form.</summary>
+    public static string? ValidateNetwork(string? name, string field, ErrorCollector errors)
+        => Validate(name, field, MaxNetworkLength, "network", errors);
+
+    /// <summary>Validates an instance name, adding to <paramref name="errors"/>; returns the canonical form.</summary>
+    public static string? ValidateInstance(string? name, string field, ErrorCollector errors)
+        => Validate(name, field, MaxInstanceLength, "instance", errors);
+
+    private static string? Validate(string? name, string field, int max, string what, ErrorCollector errors)
+    {
+        if (string.IsNullOrEmpty(name))
+        {
+            errors.Add(ErrorCode.Invalid, field, $"a {what} name is required");
+            return null;
+        }
+        if (name.Length > max)
+        {
+            errors.Add(ErrorCode.Invalid, field, $"{what} name '{name}' is {name.Length} characters long; at most {max} are allowed");
+            return null;
+        }
+        if (!DnsName.IsValidLabel(name, out var reason))
+        {
+            errors.Add(ErrorCode.Invalid, field, $"{what} name '{name}' is invalid: {reason} (one DNS label: letters, digits, '-')");
+            return null;
+        }
+        return name.ToLowerInvariant();
+    }
+}
