@@ -29,11 +29,15 @@ public sealed class AddressPool
         _base = IpMath.ToInteger(prefix.BaseAddress);
         _size = IpMath.Size(prefix);
         // The all-zeros address is the network (v4) or the subnet-router anycast address (v6);
-        // the all-ones address of a v4 subnet is its broadcast. Neither is ever a host.
-        _reserved.Add(0);
-        if (Family == AddressFamily.InterNetwork && prefix.PrefixLength < 31)
+        // the all-ones address of a v4 subnet is its broadcast. Neither is ever a host, except in
+        // point-to-point prefixes of one or two addresses (RFC 3021), where every address is.
+        if (_size > 2)
         {
-            _reserved.Add(_size - 1);
+            _reserved.Add(0);
+            if (Family == AddressFamily.InterNetwork)
+            {
+                _reserved.Add(_size - 1);
+            }
         }
         foreach (var r in reserved ?? [])
         {
@@ -71,11 +75,11 @@ public sealed class AddressPool
     /// </summary>
     public IReadOnlyList<IPAddress> PeekNext(int count, IReadOnlySet<IPAddress>? skip = null)
     {
-        var result = new List<IPAddress>(count);
         if (count <= 0)
         {
-            return result;
+            return [];
         }
+        var result = new List<IPAddress>(count);
         var offset = _cursor;
         // Among any run of consecutive offsets at most `blocked` are unavailable, so `blocked + count`
         // steps find `count` free addresses unless the pool itself is smaller: one lap at most.

@@ -54,7 +54,14 @@ public static class IpMath
             return false;
         }
         var slash = text.IndexOf('/');
-        if (!IPAddress.TryParse(text.AsSpan(0, slash), out var address) || !int.TryParse(text.AsSpan(slash + 1), out var length))
+        var lengthText = text.AsSpan(slash + 1);
+        if (IPAddress.TryParse(text.AsSpan(0, slash), out var parsed) && lengthText.Length > 1 && lengthText[0] == '-' && !lengthText[1..].ContainsAnyExceptInRange('0', '9'))
+        {
+            reason = $"'{text}': the length must be between 0 and {(parsed.AddressFamily == AddressFamily.InterNetwork ? 32 : 128)}";
+            return false;
+        }
+        if (!IPAddress.TryParse(text.AsSpan(0, slash), out var address) || lengthText.Length is 0 or > 3 || lengthText.ContainsAnyExceptInRange('0', '9')
+            || !int.TryParse(lengthText, out var length))
         {
             reason = $"'{text}' is not a prefix (expected ADDRESS/LENGTH, such as 10.88.0.0/16)";
             return false;
@@ -65,11 +72,15 @@ public static class IpMath
             reason = $"'{text}': the length must be between 0 and {max}";
             return false;
         }
-        if (!IPNetwork.TryParse(text, out prefix))
+        // IPNetwork.TryParse silently clears host bits (since .NET 10); a user who wrote
+        // 10.88.0.1/16 most likely meant something else, so say so instead of guessing.
+        var masked = Mask(address, length);
+        if (!masked.Equals(address))
         {
-            reason = $"'{text}' has host bits set after /{length}; did you mean {new IPNetwork(Mask(address, length), length)}?";
+            reason = $"'{text}' has host bits set after /{length}; did you mean {masked}/{length}?";
             return false;
         }
+        prefix = new IPNetwork(masked, length);
         return true;
     }
 

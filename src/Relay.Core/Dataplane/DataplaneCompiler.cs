@@ -17,84 +17,104 @@ namespace Relay.Core.Dataplane;
 /// </summary>
 public static class DataplaneCompiler
 {
-    /// <summary>Compiles <paramref name="spec"/>.</summary>
+    /// <summary>Every set and map that holds elements.</summary>
+    public static IReadOnlyList<string> ElementSets { get; } =
+    [
+        NftNames.Sources4, NftNames.Sources6, NftNames.Services4, NftNames.Services6, NftNames.Ports4,
+        NftNames.Ports6, NftNames.Backends4, NftNames.Backends6, NftNames.PortBackends4, NftNames.PortBackends6,
+    ];
+
+    /// <summary>Compiles <paramref name="spec"/> as a whole (the full-resync path).</summary>
     public static NftRuleset Compile(DataplaneSpec spec)
+        => Merge(spec.Links.Select(CompileLink).Concat(spec.Services.Select(CompileService)));
+
+    /// <summary>The union of fragments: shared chains once, every element.</summary>
+    public static NftRuleset Merge(IEnumerable<NftFragment> fragments)
     {
         var chains = new SortedDictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
         var elements = new SortedDictionary<string, Dictionary<string, string>>(StringComparer.Ordinal);
-        foreach (var name in new[]
-                 {
-                     NftNames.Sources4, NftNames.Sources6, NftNames.Services4, NftNames.Services6, NftNames.Ports4,
-                     NftNames.Ports6, NftNames.Backends4, NftNames.Backends6, NftNames.PortBackends4, NftNames.PortBackends6,
-                 })
+        foreach (var name in ElementSets)
         {
             elements[name] = new Dictionary<string, string>(StringComparer.Ordinal);
         }
-
-        foreach (var link in spec.Links)
+        foreach (var f in fragments)
         {
-            elements[NftNames.Sources4][$"\"{link.HostInterface}\" . {link.Address4}"] = "";
-            elements[NftNames.Sources6][$"\"{link.HostInterface}\" . {link.Address6}"] = "";
-        }
-
-        foreach (var service in spec.Services)
-        {
-            if (service.Backends.Count == 0)
+            foreach (var (chain, rules) in f.Chains)
             {
-                // No entry at all: the orchestrator has no route for virtual addresses, so the
-                // client gets "no route to host" at once instead of a silent black hole.
-                continue;
+                chains.TryAdd(chain, rules);
             }
-            var slots = SlotOwners(service);
-            var modulus = slots.Length;
-            var policy = PolicyNames.Of(service.Policy);
-            if (service.Ports.Count == 0)
+            foreach (var e in f.Elements)
             {
-                var chain4 = NftNames.BalancerChain(4, false, policy, modulus);
-                var chain6 = NftNames.BalancerChain(6, false, policy, modulus);
-                chains.TryAdd(chain4, BalancerRules(4, false, service.Policy, modulus));
-                chains.TryAdd(chain6, BalancerRules(6, false, service.Policy, modulus));
-                elements[NftNames.Services4][service.Vip4.ToString()] = "goto " + chain4;
-                elements[NftNames.Services6][service.Vip6.ToString()] = "goto " + chain6;
-                var be4 = elements[NftNames.Backends4];
-                var be6 = elements[NftNames.Backends6];
-                for (var s = 0; s < slots.Length; s++)
-                {
-                    var b = service.Backends[slots[s]];
-                    be4[$"{service.Vip4} . {s}"] = b.Address4.ToString();
-                    be6[$"{service.Vip6} . {s}"] = b.Address6.ToString();
-                }
-            }
-            else
-            {
-                var chain4 = NftNames.BalancerChain(4, true, policy, modulus);
-                var chain6 = NftNames.BalancerChain(6, true, policy, modulus);
-                chains.TryAdd(chain4, BalancerRules(4, true, service.Policy, modulus));
-                chains.TryAdd(chain6, BalancerRules(6, true, service.Policy, modulus));
-                var pbe4 = elements[NftNames.PortBackends4];
-                var pbe6 = elements[NftNames.PortBackends6];
-                foreach (var port in service.Ports)
-                {
-                    var key4 = $"{service.Vip4} . {port.ProtocolName} . {port.Port}";
-                    var key6 = $"{service.Vip6} . {port.ProtocolName} . {port.Port}";
-                    elements[NftNames.Ports4][key4] = "goto " + chain4;
-                    elements[NftNames.Ports6][key6] = "goto " + chain6;
-                    for (var s = 0; s < slots.Length; s++)
-                    {
-                        var b = service.Backends[slots[s]];
-                        pbe4[$"{key4} . {s}"] = $"{b.Address4} . {port.TargetPort}";
-                        pbe6[$"{key6} . {s}"] = $"{b.Address6} . {port.TargetPort}";
-                    }
-                }
+                elements[e.Set][e.Key] = e.Value;
             }
         }
-
         var frozen = new SortedDictionary<string, IReadOnlyDictionary<string, string>>(StringComparer.Ordinal);
         foreach (var (name, map) in elements)
         {
             frozen[name] = map;
         }
         return new NftRuleset(chains, frozen);
+    }
+
+    /// <summary>The anti-spoofing (and hairpin) elements of one instance link.</summary>
+    public static NftFragment CompileLink(DataplaneLink link) => new(
+        new Dictionary<string, IReadOnlyList<string>>(),
+        [
+            new NftElement(NftNames.Sources4, $"\"{link.HostInterface}\" . {link.Address4}", ""),
+            new NftElement(NftNames.Sources6, $"\"{link.HostInterface}\" . {link.Address6}", ""),
+        ]);
+
+    /// <summary>
+    /// Everything one service contributes: its dispatch elements, its slot elements and the
+    /// (shared) balancing chains they jump to. Services never share an element (their virtual
+    /// addresses differ), only chains.
+    /// </summary>
+    public static NftFragment CompileService(DataplaneService service)
+    {
+        var chains = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
+        var elements = new List<NftElement>();
+        if (service.Backends.Count == 0)
+        {
+            // No entry at all: the orchestrator has no route for virtual addresses, so the
+            // client gets "no route to host" at once instead of a silent black hole.
+            return new NftFragment(chains, elements);
+        }
+        var slots = SlotOwners(service);
+        var modulus = slots.Length;
+        var policy = PolicyNames.Of(service.Policy);
+        var ports = service.Ports.Count > 0;
+        var chain4 = NftNames.BalancerChain(4, ports, policy, modulus);
+        var chain6 = NftNames.BalancerChain(6, ports, policy, modulus);
+        chains[chain4] = BalancerRules(4, ports, service.Policy, modulus);
+        chains[chain6] = BalancerRules(6, ports, service.Policy, modulus);
+        if (!ports)
+        {
+            elements.Add(new NftElement(NftNames.Services4, service.Vip4.ToString(), "goto " + chain4));
+            elements.Add(new NftElement(NftNames.Services6, service.Vip6.ToString(), "goto " + chain6));
+            for (var s = 0; s < slots.Length; s++)
+            {
+                var b = service.Backends[slots[s]];
+                elements.Add(new NftElement(NftNames.Backends4, $"{service.Vip4} . {s}", b.Address4.ToString()));
+                elements.Add(new NftElement(NftNames.Backends6, $"{service.Vip6} . {s}", b.Address6.ToString()));
+            }
+        }
+        else
+        {
+            foreach (var port in service.Ports)
+            {
+                var key4 = $"{service.Vip4} . {port.ProtocolName} . {port.Port}";
+                var key6 = $"{service.Vip6} . {port.ProtocolName} . {port.Port}";
+                elements.Add(new NftElement(NftNames.Ports4, key4, "goto " + chain4));
+                elements.Add(new NftElement(NftNames.Ports6, key6, "goto " + chain6));
+                for (var s = 0; s < slots.Length; s++)
+                {
+                    var b = service.Backends[slots[s]];
+                    elements.Add(new NftElement(NftNames.PortBackends4, $"{key4} . {s}", $"{b.Address4} . {port.TargetPort}"));
+                    elements.Add(new NftElement(NftNames.PortBackends6, $"{key6} . {s}", $"{b.Address6} . {port.TargetPort}"));
+                }
+            }
+        }
+        return new NftFragment(chains, elements);
     }
 
     /// <summary>

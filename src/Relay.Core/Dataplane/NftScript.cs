@@ -77,54 +77,69 @@ public static class NftScript
         return tx;
     }
 
-    /// <summary>
-    /// The commands that turn <paramref name="current"/> into <paramref name="desired"/>, emitting only
-    /// what changed. Order matters inside the one transaction: new chains before the elements that
-    /// jump to them; element deletions before additions (a changed element is deleted and re-added,
-    /// as nft 1.0.6 has no replace); unused chains last, once nothing refers to them.
-    /// </summary>
+    /// <summary>The commands that turn <paramref name="current"/> into <paramref name="desired"/>, emitting only what changed.</summary>
     public static NftTransaction Diff(NftRuleset current, NftRuleset desired)
     {
-        var tx = new NftTransaction(full: false);
+        var delta = new NftDelta();
         foreach (var (chain, rules) in desired.Chains)
         {
             if (!current.Chains.TryGetValue(chain, out var old))
             {
-                AddChain(tx, chain, rules);
+                delta.AddChains[chain] = rules;
             }
             else if (!old.SequenceEqual(rules))
             {
-                tx.Append($"flush chain {NftNames.QualifiedTable} {chain}");
-                foreach (var rule in rules)
-                {
-                    tx.Append($"add rule {NftNames.QualifiedTable} {chain} {rule}");
-                }
-                tx.ChainsChanged++;
+                delta.ReplaceChains[chain] = rules;
             }
-        }
-        var names = current.Elements.Keys.Union(desired.Elements.Keys, StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
-        var empty = new Dictionary<string, string>();
-        foreach (var set in names)
-        {
-            var before = current.Elements.GetValueOrDefault(set) ?? empty;
-            var after = desired.Elements.GetValueOrDefault(set) ?? empty;
-            var deletions = before.Where(e => !after.TryGetValue(e.Key, out var v) || v != e.Value).Select(e => e.Key).Order(StringComparer.Ordinal).ToList();
-            DeleteElements(tx, set, deletions);
-        }
-        foreach (var set in names)
-        {
-            var before = current.Elements.GetValueOrDefault(set) ?? empty;
-            var after = desired.Elements.GetValueOrDefault(set) ?? empty;
-            var additions = after.Where(e => !before.TryGetValue(e.Key, out var v) || v != e.Value).OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => Element(e.Key, e.Value));
-            AddElements(tx, set, additions);
         }
         foreach (var chain in current.Chains.Keys)
         {
             if (!desired.Chains.ContainsKey(chain))
             {
-                tx.Append($"delete chain {NftNames.QualifiedTable} {chain}");
-                tx.ChainsDeleted++;
+                delta.DeleteChains.Add(chain);
             }
+        }
+        var empty = new Dictionary<string, string>();
+        foreach (var set in current.Elements.Keys.Union(desired.Elements.Keys, StringComparer.Ordinal))
+        {
+            delta.DiffElements(set, current.Elements.GetValueOrDefault(set) ?? empty, desired.Elements.GetValueOrDefault(set) ?? empty);
+        }
+        return Render(delta);
+    }
+
+    /// <summary>
+    /// Renders a delta. Order matters inside the one transaction: new chains before the elements
+    /// that jump to them; element deletions before additions (a changed element is deleted and
+    /// re-added, as nft 1.0.6 has no replace); unused chains last, once nothing refers to them.
+    /// </summary>
+    public static NftTransaction Render(NftDelta delta)
+    {
+        var tx = new NftTransaction(full: false);
+        foreach (var (chain, rules) in delta.AddChains.OrderBy(c => c.Key, StringComparer.Ordinal))
+        {
+            AddChain(tx, chain, rules);
+        }
+        foreach (var (chain, rules) in delta.ReplaceChains.OrderBy(c => c.Key, StringComparer.Ordinal))
+        {
+            tx.Append($"flush chain {NftNames.QualifiedTable} {chain}");
+            foreach (var rule in rules)
+            {
+                tx.Append($"add rule {NftNames.QualifiedTable} {chain} {rule}");
+            }
+            tx.ChainsChanged++;
+        }
+        foreach (var (set, keys) in delta.Deletions.OrderBy(d => d.Key, StringComparer.Ordinal))
+        {
+            DeleteElements(tx, set, keys.Order(StringComparer.Ordinal).ToList());
+        }
+        foreach (var (set, elements) in delta.Additions.OrderBy(d => d.Key, StringComparer.Ordinal))
+        {
+            AddElements(tx, set, elements.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => Element(e.Key, e.Value)));
+        }
+        foreach (var chain in delta.DeleteChains.Order(StringComparer.Ordinal))
+        {
+            tx.Append($"delete chain {NftNames.QualifiedTable} {chain}");
+            tx.ChainsDeleted++;
         }
         return tx;
     }
@@ -157,6 +172,64 @@ public static class NftScript
             tx.Append($"delete element {NftNames.QualifiedTable} {set} {{ {string.Join(", ", chunk)} }}");
             tx.ElementsDeleted += chunk.Length;
         }
+    }
+}
+
+/// <summary>What changes between two states of the table, before rendering.</summary>
+public sealed class NftDelta
+{
+    /// <summary>Chains to create, with their rules.</summary>
+    public Dictionary<string, IReadOnlyList<string>> AddChains { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Existing chains whose rules are replaced.</summary>
+    public Dictionary<string, IReadOnlyList<string>> ReplaceChains { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Chains to delete (after element changes).</summary>
+    public HashSet<string> DeleteChains { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Set -> keys to delete.</summary>
+    public Dictionary<string, List<string>> Deletions { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Set -> key -> value to add.</summary>
+    public Dictionary<string, Dictionary<string, string>> Additions { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Records the element changes that turn <paramref name="before"/> into <paramref name="after"/> in <paramref name="set"/>.</summary>
+    public void DiffElements(string set, IReadOnlyDictionary<string, string> before, IReadOnlyDictionary<string, string> after)
+    {
+        foreach (var (key, value) in before)
+        {
+            if (!after.TryGetValue(key, out var v) || v != value)
+            {
+                Delete(set, key);
+            }
+        }
+        foreach (var (key, value) in after)
+        {
+            if (!before.TryGetValue(key, out var v) || v != value)
+            {
+                Add(set, key, value);
+            }
+        }
+    }
+
+    /// <summary>Deletes one element.</summary>
+    public void Delete(string set, string key)
+    {
+        if (!Deletions.TryGetValue(set, out var list))
+        {
+            Deletions[set] = list = [];
+        }
+        list.Add(key);
+    }
+
+    /// <summary>Adds one element.</summary>
+    public void Add(string set, string key, string value)
+    {
+        if (!Additions.TryGetValue(set, out var map))
+        {
+            Additions[set] = map = new Dictionary<string, string>(StringComparer.Ordinal);
+        }
+        map[key] = value;
     }
 }
 

@@ -52,6 +52,9 @@ public static class Maglev
         {
             throw new ArgumentOutOfRangeException(nameof(tableSize), tableSize, "the table size must be a prime larger than the number of backends");
         }
+        // Backends take turns claiming slots, and the first to reach a contested slot wins: walk
+        // them in name order so that the table depends on the set of names, not on list order.
+        var order = Enumerable.Range(0, backends.Count).OrderBy(i => backends[i], StringComparer.Ordinal).ToArray();
         var m = (ulong)tableSize;
         var n = backends.Count;
         var offset = new ulong[n];
@@ -60,8 +63,8 @@ public static class Maglev
         {
             // Two independent hashes per backend, as in the paper: the offset picks where the
             // permutation starts, the skip (never 0, coprime with the prime M) its stride.
-            offset[i] = Fnv1a64(backends[i], 0xcbf29ce484222325UL) % m;
-            skip[i] = (Fnv1a64(backends[i], 0x84222325cbf29ce4UL) % (m - 1)) + 1;
+            offset[i] = Fnv1a64(backends[order[i]], 0xcbf29ce484222325UL) % m;
+            skip[i] = (Fnv1a64(backends[order[i]], 0x84222325cbf29ce4UL) % (m - 1)) + 1;
         }
         var next = new ulong[n];
         var entry = new int[tableSize];
@@ -77,7 +80,7 @@ public static class Maglev
                     next[i]++;
                     c = (offset[i] + next[i] * skip[i]) % m;
                 }
-                entry[c] = i;
+                entry[c] = order[i];
                 next[i]++;
                 if (++filled == tableSize)
                 {

@@ -27,7 +27,7 @@ public static class ResourceName
     {
         if (string.IsNullOrEmpty(name))
         {
-            errors.Add(ErrorCode.Invalid, field, $"a {what} name is required");
+            errors.Add(ErrorCode.Invalid, field, $"{(what == "instance" ? "an" : "a")} {what} name is required");
             return null;
         }
         if (name.Length > max)

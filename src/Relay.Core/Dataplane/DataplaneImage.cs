@@ -1,0 +1,172 @@
+namespace Relay.Core.Dataplane;
+
+/// <summary>
+/// What the kernel holds, kept as per-service and per-link fragments so that an update costs in
+/// proportion to what changed, not to the number of services installed: re-pointing one service
+/// among 10,000 compiles one service and emits its few changed elements.
+/// <para>
+/// Use: <see cref="Plan"/> (pure), run the plan's transaction, and only when the kernel accepted it
+/// <see cref="Commit"/>. A failed transaction leaves both the kernel and this image unchanged.
+/// </para>
+/// </summary>
+public sealed class DataplaneImage
+{
+    private readonly Dictionary<string, NftFragment> _services = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, NftFragment> _links = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _chainRefs = new(StringComparer.Ordinal);
+
+    /// <summary>Number of services with a fragment.</summary>
+    public int ServiceCount => _services.Count;
+
+    /// <summary>
+    /// Plans the change: services in <paramref name="services"/> are set (added or replaced), names in
+    /// <paramref name="removedServices"/> removed; links likewise, keyed by host interface.
+    /// </summary>
+    public DataplanePlan Plan(
+        IEnumerable<DataplaneService> services,
+        IEnumerable<string>? removedServices = null,
+        IEnumerable<DataplaneLink>? links = null,
+        IEnumerable<string>? removedLinks = null)
+    {
+        var plan = new DataplanePlan();
+        foreach (var s in services)
+        {
+            plan.Services[s.Name] = DataplaneCompiler.CompileService(s);
+        }
+        foreach (var name in removedServices ?? [])
+        {
+            plan.Services[name] = null;
+        }
+        foreach (var l in links ?? [])
+        {
+            plan.Links[l.HostInterface] = DataplaneCompiler.CompileLink(l);
+        }
+        foreach (var name in removedLinks ?? [])
+        {
+            plan.Links[name] = null;
+        }
+
+        var delta = new NftDelta();
+        var refs = new Dictionary<string, int>(StringComparer.Ordinal);
+        void Diff(NftFragment? before, NftFragment? after)
+        {
+            before ??= NftFragment.Empty;
+            after ??= NftFragment.Empty;
+            var old = before.Elements.ToDictionary(e => (e.Set, e.Key), e => e.Value);
+            foreach (var e in after.Elements)
+            {
+                if (!old.Remove((e.Set, e.Key), out var v) || v != e.Value)
+                {
+                    if (v is not null)
+                    {
+                        delta.Delete(e.Set, e.Key);
+                    }
+                    delta.Add(e.Set, e.Key, e.Value);
+                }
+            }
+            foreach (var ((set, key), _) in old)
+            {
+                delta.Delete(set, key);
+            }
+            foreach (var chain in before.Chains.Keys)
+            {
+                refs[chain] = refs.GetValueOrDefault(chain) - 1;
+            }
+            foreach (var (chain, rules) in after.Chains)
+            {
+                refs[chain] = refs.GetValueOrDefault(chain) + 1;
+                plan.ChainRules.TryAdd(chain, rules);
+            }
+        }
+        foreach (var (name, fragment) in plan.Services)
+        {
+            Diff(_services.GetValueOrDefault(name), fragment);
+        }
+        foreach (var (name, fragment) in plan.Links)
+        {
+            Diff(_links.GetValueOrDefault(name), fragment);
+        }
+        foreach (var (chain, change) in refs)
+        {
+            var before = _chainRefs.GetValueOrDefault(chain);
+            var after = before + change;
+            plan.ChainRefs[chain] = after;
+            if (before == 0 && after > 0)
+            {
+                delta.AddChains[chain] = plan.ChainRules[chain];
+            }
+            else if (before > 0 && after == 0)
+            {
+                delta.DeleteChains.Add(chain);
+            }
+        }
+        plan.Transaction = NftScript.Render(delta);
+        plan.Image = this;
+        return plan;
+    }
+
+    /// <summary>Records that the kernel now holds what <paramref name="plan"/> described.</summary>
+    public void Commit(DataplanePlan plan)
+    {
+        if (!ReferenceEquals(plan.Image, this))
+        {
+            throw new InvalidOperationException("the plan belongs to another image");
+        }
+        foreach (var (name, fragment) in plan.Services)
+        {
+            if (fragment is null)
+            {
+                _services.Remove(name);
+            }
+            else
+            {
+                _services[name] = fragment;
+            }
+        }
+        foreach (var (name, fragment) in plan.Links)
+        {
+            if (fragment is null)
+            {
+                _links.Remove(name);
+            }
+            else
+            {
+                _links[name] = fragment;
+            }
+        }
+        foreach (var (chain, count) in plan.ChainRefs)
+        {
+            if (count > 0)
+            {
+                _chainRefs[chain] = count;
+            }
+            else
+            {
+                _chainRefs.Remove(chain);
+            }
+        }
+        plan.Image = null;
+    }
+
+    /// <summary>The whole table as this image (with <paramref name="pending"/> applied, if given) describes it.</summary>
+    public NftRuleset ToRuleset(DataplanePlan? pending = null)
+    {
+        static IEnumerable<NftFragment> Current(Dictionary<string, NftFragment> committed, Dictionary<string, NftFragment?>? planned)
+            => committed.Where(c => planned is null || !planned.ContainsKey(c.Key)).Select(c => c.Value)
+                .Concat((planned?.Values ?? Enumerable.Empty<NftFragment?>()).OfType<NftFragment>());
+        return DataplaneCompiler.Merge(Current(_links, pending?.Links).Concat(Current(_services, pending?.Services)));
+    }
+}
+
+/// <summary>A planned change of a <see cref="DataplaneImage"/>: the transaction and what to record once it succeeded.</summary>
+public sealed class DataplanePlan
+{
+    internal Dictionary<string, NftFragment?> Services { get; } = new(StringComparer.Ordinal);
+    internal Dictionary<string, NftFragment?> Links { get; } = new(StringComparer.Ordinal);
+    internal Dictionary<string, int> ChainRefs { get; } = new(StringComparer.Ordinal);
+    internal Dictionary<string, IReadOnlyList<string>> ChainRules { get; } = new(StringComparer.Ordinal);
+    internal DataplaneImage? Image { get; set; }
+
+    /// <summary>The incremental transaction (empty when nothing changes).</summary>
+    public NftTransaction Transaction { get; internal set; } = new(full: false);
+}
