@@ -1,5 +1,6 @@
 using System.Net;
 using Relay.Core.LoadBalancing;
+using Relay.Core.Model;
 
 namespace Relay.Core.Dataplane;
 
@@ -21,7 +22,8 @@ public static class DataplaneCompiler
     public static IReadOnlyList<string> ElementSets { get; } =
     [
         NftNames.Sources4, NftNames.Sources6, NftNames.Services4, NftNames.Services6, NftNames.Ports4,
-        NftNames.Ports6, NftNames.Backends4, NftNames.Backends6, NftNames.PortBackends4, NftNames.PortBackends6,
+        NftNames.Ports6, NftNames.Backends4, NftNames.Backends6,
+        NftNames.TcpBackends4, NftNames.UdpBackends4, NftNames.TcpBackends6, NftNames.UdpBackends6,
     ];
 
     /// <summary>Compiles <paramref name="spec"/> as a whole (the full-resync path).</summary>
@@ -82,13 +84,12 @@ public static class DataplaneCompiler
         var slots = SlotOwners(service);
         var modulus = slots.Length;
         var policy = PolicyNames.Of(service.Policy);
-        var ports = service.Ports.Count > 0;
-        var chain4 = NftNames.BalancerChain(4, ports, policy, modulus);
-        var chain6 = NftNames.BalancerChain(6, ports, policy, modulus);
-        chains[chain4] = BalancerRules(4, ports, service.Policy, modulus);
-        chains[chain6] = BalancerRules(6, ports, service.Policy, modulus);
-        if (!ports)
+        if (service.Ports.Count == 0)
         {
+            var chain4 = NftNames.BalancerChain(4, null, policy, modulus);
+            var chain6 = NftNames.BalancerChain(6, null, policy, modulus);
+            chains[chain4] = BalancerRules(4, null, service.Policy, modulus);
+            chains[chain6] = BalancerRules(6, null, service.Policy, modulus);
             elements.Add(new NftElement(NftNames.Services4, service.Vip4.ToString(), "goto " + chain4));
             elements.Add(new NftElement(NftNames.Services6, service.Vip6.ToString(), "goto " + chain6));
             for (var s = 0; s < slots.Length; s++)
@@ -97,21 +98,23 @@ public static class DataplaneCompiler
                 elements.Add(new NftElement(NftNames.Backends4, $"{service.Vip4} . {s}", b.Address4.ToString()));
                 elements.Add(new NftElement(NftNames.Backends6, $"{service.Vip6} . {s}", b.Address6.ToString()));
             }
+            return new NftFragment(chains, elements);
         }
-        else
+        foreach (var port in service.Ports)
         {
-            foreach (var port in service.Ports)
+            var chain4 = NftNames.BalancerChain(4, port.Protocol, policy, modulus);
+            var chain6 = NftNames.BalancerChain(6, port.Protocol, policy, modulus);
+            chains[chain4] = BalancerRules(4, port.Protocol, service.Policy, modulus);
+            chains[chain6] = BalancerRules(6, port.Protocol, service.Policy, modulus);
+            elements.Add(new NftElement(NftNames.Ports4, $"{service.Vip4} . {port.ProtocolName} . {port.Port}", "goto " + chain4));
+            elements.Add(new NftElement(NftNames.Ports6, $"{service.Vip6} . {port.ProtocolName} . {port.Port}", "goto " + chain6));
+            var map4 = NftNames.PortBackends(4, port.Protocol);
+            var map6 = NftNames.PortBackends(6, port.Protocol);
+            for (var s = 0; s < slots.Length; s++)
             {
-                var key4 = $"{service.Vip4} . {port.ProtocolName} . {port.Port}";
-                var key6 = $"{service.Vip6} . {port.ProtocolName} . {port.Port}";
-                elements.Add(new NftElement(NftNames.Ports4, key4, "goto " + chain4));
-                elements.Add(new NftElement(NftNames.Ports6, key6, "goto " + chain6));
-                for (var s = 0; s < slots.Length; s++)
-                {
-                    var b = service.Backends[slots[s]];
-                    elements.Add(new NftElement(NftNames.PortBackends4, $"{key4} . {s}", $"{b.Address4} . {port.TargetPort}"));
-                    elements.Add(new NftElement(NftNames.PortBackends6, $"{key6} . {s}", $"{b.Address6} . {port.TargetPort}"));
-                }
+                var b = service.Backends[slots[s]];
+                elements.Add(new NftElement(map4, $"{service.Vip4} . {port.Port} . {s}", $"{b.Address4} . {port.TargetPort}"));
+                elements.Add(new NftElement(map6, $"{service.Vip6} . {port.Port} . {s}", $"{b.Address6} . {port.TargetPort}"));
             }
         }
         return new NftFragment(chains, elements);
@@ -132,16 +135,16 @@ public static class DataplaneCompiler
     }
 
     /// <summary>The rules of a balancing chain; they depend only on the chain's name parts.</summary>
-    public static IReadOnlyList<string> BalancerRules(int family, bool ports, LoadBalancingPolicy policy, int modulus)
+    public static IReadOnlyList<string> BalancerRules(int family, TransportProtocol? protocol, LoadBalancingPolicy policy, int modulus)
     {
         var ip = family == 4 ? "ip" : "ip6";
         var icmp = family == 4 ? "icmp" : "icmpv6";
-        var map = ports
-            ? (family == 4 ? NftNames.PortBackends4 : NftNames.PortBackends6)
-            : (family == 4 ? NftNames.Backends4 : NftNames.Backends6);
-        // The key starts with what dispatch already matched (the virtual address, and protocol
-        // and port for port-mapped services), then the slot.
-        var prefix = ports ? $"{ip} daddr . meta l4proto . th dport" : $"{ip} daddr";
+        var map = protocol is { } p ? NftNames.PortBackends(family, p) : (family == 4 ? NftNames.Backends4 : NftNames.Backends6);
+        // The key starts with what dispatch already matched (the virtual address, and the port for
+        // port-mapped services), then the slot. A port chain serves one protocol only, so it names
+        // it (tcp dport), which is also what nft expects of a map whose data holds that port.
+        var proto = protocol switch { TransportProtocol.Tcp => "tcp", TransportProtocol.Udp => "udp", _ => null };
+        var prefix = proto is null ? $"{ip} daddr" : $"{ip} daddr . {proto} dport";
         string Dnat(string slot) => $"dnat {ip} to {prefix} . {slot} map @{map}";
         var seed = NftNames.HashSeed;
         return policy switch
@@ -149,7 +152,7 @@ public static class DataplaneCompiler
             LoadBalancingPolicy.RoundRobin => [Dnat($"numgen inc mod {modulus}")],
             LoadBalancingPolicy.Random => [Dnat($"numgen random mod {modulus}")],
             LoadBalancingPolicy.Source => [Dnat($"jhash {ip} saddr mod {modulus} seed {seed}")],
-            LoadBalancingPolicy.Maglev when ports => [Dnat($"jhash {ip} saddr . th sport mod {modulus} seed {seed}")],
+            LoadBalancingPolicy.Maglev when proto is not null => [Dnat($"jhash {ip} saddr . {proto} sport mod {modulus} seed {seed}")],
             LoadBalancingPolicy.Maglev =>
             [
                 $"meta l4proto {{ tcp, udp, sctp }} " + Dnat($"jhash {ip} saddr . meta l4proto . th sport . th dport mod {modulus} seed {seed}"),

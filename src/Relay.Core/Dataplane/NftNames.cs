@@ -30,10 +30,27 @@ public static class NftNames
     public const string Backends4 = "be4";
     /// <summary>Map virtual IPv6 . slot -> instance IPv6.</summary>
     public const string Backends6 = "be6";
-    /// <summary>Map virtual IPv4 . proto . port . slot -> instance IPv4 . port.</summary>
-    public const string PortBackends4 = "pbe4";
-    /// <summary>Map virtual IPv6 . proto . port . slot -> instance IPv6 . port.</summary>
-    public const string PortBackends6 = "pbe6";
+    /// <summary>Map virtual IPv4 . TCP port . slot -> instance IPv4 . port.</summary>
+    public const string TcpBackends4 = "pbe4t";
+    /// <summary>Map virtual IPv4 . UDP port . slot -> instance IPv4 . port.</summary>
+    public const string UdpBackends4 = "pbe4u";
+    /// <summary>Map virtual IPv6 . TCP port . slot -> instance IPv6 . port.</summary>
+    public const string TcpBackends6 = "pbe6t";
+    /// <summary>Map virtual IPv6 . UDP port . slot -> instance IPv6 . port.</summary>
+    public const string UdpBackends6 = "pbe6u";
+
+    /// <summary>
+    /// The slot map of port-mapped services of one family and protocol. One map per protocol:
+    /// a map whose data names a port makes nft add a match on that port's protocol to every rule
+    /// that translates through it, so a map shared by TCP and UDP would serve only one of them.
+    /// </summary>
+    public static string PortBackends(int family, Model.TransportProtocol protocol) => (family, protocol) switch
+    {
+        (4, Model.TransportProtocol.Tcp) => TcpBackends4,
+        (4, _) => UdpBackends4,
+        (_, Model.TransportProtocol.Tcp) => TcpBackends6,
+        _ => UdpBackends6,
+    };
 
     /// <summary>Host-side veth names all start with this; the anti-spoofing rule matches it.</summary>
     public const string HostInterfacePrefix = "rv";
@@ -42,11 +59,11 @@ public static class NftNames
     public const string HashSeed = "0x52656c61";
 
     /// <summary>
-    /// The balancing chain for a family (4 or 6), port-mapped or not, policy and modulus. Bound:
-    /// "lbp6-" (5) + "round-robin" (11) + "-" (1) + at most 10 digits = 27 characters, well under
-    /// nft's 256-byte chain name limit. The set of such chains is small (one per policy and
-    /// instance count in use), never one per service.
+    /// The balancing chain for a family (4 or 6), layer 3 or a port protocol, policy and modulus:
+    /// <c>lb4-random-2</c>, <c>lb6t-maglev-1009</c>, <c>lb4u-round-robin-3</c>. Bound: "lb6u-" (5) +
+    /// "round-robin" (11) + "-" (1) + at most 10 digits = 27 characters, well under nft's 256-byte
+    /// limit. The set of such chains is small (one per policy and modulus in use), never one per service.
     /// </summary>
-    public static string BalancerChain(int family, bool ports, string policyName, int modulus)
-        => $"lb{(ports ? "p" : "")}{family}-{policyName}-{modulus}";
+    public static string BalancerChain(int family, Model.TransportProtocol? protocol, string policyName, int modulus)
+        => $"lb{family}{protocol switch { Model.TransportProtocol.Tcp => "t", Model.TransportProtocol.Udp => "u", _ => "" }}-{policyName}-{modulus}";
 }

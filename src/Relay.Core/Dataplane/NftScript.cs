@@ -12,7 +12,10 @@ public static class NftScript
     public const int ElementsPerCommand = 2048;
 
     /// <summary>
-    /// The fixed part of the table. Priorities: the anti-spoofing guard runs at <c>raw</c> so a
+    /// The fixed part of the table. Port-mapped services have one slot map per protocol: nft 1.0.6
+    /// cannot read a <c>typeof</c> mixing <c>ip</c> and <c>th</c> back from the kernel ("conflicting
+    /// protocols specified: ip vs. th"), and a map whose data is a <c>tcp dport</c> makes every
+    /// translation through it match TCP only. Priorities: the anti-spoofing guard runs at <c>raw</c> so a
     /// spoofed packet never creates a conntrack entry; translation at <c>dstnat</c>/<c>srcnat</c>.
     /// </summary>
     public static string Skeleton { get; } = $$"""
@@ -26,8 +29,10 @@ public static class NftScript
         	map {{NftNames.Ports6}} { type ipv6_addr . inet_proto . inet_service : verdict; }
         	map {{NftNames.Backends4}} { typeof ip daddr . numgen inc mod 1 : ip daddr; }
         	map {{NftNames.Backends6}} { typeof ip6 daddr . numgen inc mod 1 : ip6 daddr; }
-        	map {{NftNames.PortBackends4}} { typeof ip daddr . meta l4proto . th dport . numgen inc mod 1 : ip daddr . th dport; }
-        	map {{NftNames.PortBackends6}} { typeof ip6 daddr . meta l4proto . th dport . numgen inc mod 1 : ip6 daddr . th dport; }
+        	map {{NftNames.TcpBackends4}} { typeof ip daddr . tcp dport . numgen inc mod 1 : ip daddr . tcp dport; }
+        	map {{NftNames.UdpBackends4}} { typeof ip daddr . udp dport . numgen inc mod 1 : ip daddr . udp dport; }
+        	map {{NftNames.TcpBackends6}} { typeof ip6 daddr . tcp dport . numgen inc mod 1 : ip6 daddr . tcp dport; }
+        	map {{NftNames.UdpBackends6}} { typeof ip6 daddr . udp dport . numgen inc mod 1 : ip6 daddr . udp dport; }
         	chain guard {
         		type filter hook prerouting priority raw; policy accept;
         		iifname "{{NftNames.HostInterfacePrefix}}*" iifname . ip saddr != @{{NftNames.Sources4}} counter drop comment "anti-spoofing"
@@ -44,7 +49,7 @@ public static class NftScript
         		jump dispatch
         	}
         	chain output {
-        		type nat hook output priority dstnat; policy accept;
+        		type nat hook output priority -100; policy accept;
         		jump dispatch
         	}
         	chain postrouting {

@@ -58,6 +58,9 @@ internal static partial class Libc
     [LibraryImport(Lib, EntryPoint = "strerror")]
     private static partial nint StrErrorNative(int errnum);
 
+    [LibraryImport(Lib, EntryPoint = "kill", SetLastError = true)]
+    public static partial int Kill(int pid, int sig);
+
     [LibraryImport(Lib, EntryPoint = "gettid")]
     public static partial int GetTid();
 

@@ -10,7 +10,7 @@ public class DataplaneCompilerTests
 {
     private const string Seed = "seed 0x52656c61";
 
-    private static readonly string[] AllSets = ["be4", "be6", "pbe4", "pbe6", "port4", "port6", "src4", "src6", "svc4", "svc6"];
+    private static readonly string[] AllSets = ["be4", "be6", "pbe4t", "pbe4u", "pbe6t", "pbe6u", "port4", "port6", "src4", "src6", "svc4", "svc6"];
 
     [Fact]
     public void Compile_Layer3RoundRobinTwoBackends_SvcElementsJumpToSharedChain()
@@ -29,7 +29,7 @@ public class DataplaneCompilerTests
         Assert.Equal(new Dictionary<string, string> { ["10.99.0.1 . 0"] = "10.88.0.2", ["10.99.0.1 . 1"] = "10.88.0.3" }, rs.Elements["be4"]);
         Assert.Equal(new Dictionary<string, string> { ["fd99::1 . 0"] = "fd88::2", ["fd99::1 . 1"] = "fd88::3" }, rs.Elements["be6"]);
         Assert.Empty(rs.Elements["port4"]);
-        Assert.Empty(rs.Elements["pbe4"]);
+        Assert.Empty(rs.Elements["pbe4t"]);
         Assert.Empty(rs.Elements["src4"]);
         Assert.Equal(6, rs.ElementCount);
     }
@@ -127,16 +127,17 @@ public class DataplaneCompilerTests
 
         var rs = DataplaneCompiler.Compile(Spec(service));
 
-        Assert.Equal(new Dictionary<string, string> { ["10.99.0.1 . tcp . 80"] = "goto lbp4-round-robin-1" }, rs.Elements["port4"]);
-        Assert.Equal(new Dictionary<string, string> { ["fd99::1 . tcp . 80"] = "goto lbp6-round-robin-1" }, rs.Elements["port6"]);
-        Assert.Equal(new Dictionary<string, string> { ["10.99.0.1 . tcp . 80 . 0"] = "10.88.0.2 . 8080" }, rs.Elements["pbe4"]);
-        Assert.Equal(new Dictionary<string, string> { ["fd99::1 . tcp . 80 . 0"] = "fd88::2 . 8080" }, rs.Elements["pbe6"]);
+        Assert.Equal(new Dictionary<string, string> { ["10.99.0.1 . tcp . 80"] = "goto lb4t-round-robin-1" }, rs.Elements["port4"]);
+        Assert.Equal(new Dictionary<string, string> { ["fd99::1 . tcp . 80"] = "goto lb6t-round-robin-1" }, rs.Elements["port6"]);
+        Assert.Equal(new Dictionary<string, string> { ["10.99.0.1 . 80 . 0"] = "10.88.0.2 . 8080" }, rs.Elements["pbe4t"]);
+        Assert.Equal(new Dictionary<string, string> { ["fd99::1 . 80 . 0"] = "fd88::2 . 8080" }, rs.Elements["pbe6t"]);
+        Assert.Empty(rs.Elements["pbe4u"]);
         Assert.Empty(rs.Elements["svc4"]);
         Assert.Empty(rs.Elements["svc6"]);
         Assert.Empty(rs.Elements["be4"]);
         Assert.Empty(rs.Elements["be6"]);
-        Assert.Equal(["dnat ip to ip daddr . meta l4proto . th dport . numgen inc mod 1 map @pbe4"], rs.Chains["lbp4-round-robin-1"]);
-        Assert.Equal(["dnat ip6 to ip6 daddr . meta l4proto . th dport . numgen inc mod 1 map @pbe6"], rs.Chains["lbp6-round-robin-1"]);
+        Assert.Equal(["dnat ip to ip daddr . tcp dport . numgen inc mod 1 map @pbe4t"], rs.Chains["lb4t-round-robin-1"]);
+        Assert.Equal(["dnat ip6 to ip6 daddr . tcp dport . numgen inc mod 1 map @pbe6t"], rs.Chains["lb6t-round-robin-1"]);
         Assert.Equal(2, rs.Chains.Count);
     }
 
@@ -153,12 +154,18 @@ public class DataplaneCompilerTests
 
         Assert.Equal(new Dictionary<string, string>
         {
-            ["10.99.0.1 . tcp . 80 . 0"] = "10.88.0.2 . 8080",
-            ["10.99.0.1 . tcp . 80 . 1"] = "10.88.0.3 . 8080",
-            ["10.99.0.1 . udp . 53 . 0"] = "10.88.0.2 . 5353",
-            ["10.99.0.1 . udp . 53 . 1"] = "10.88.0.3 . 5353",
-        }, rs.Elements["pbe4"]);
-        Assert.Equal("goto lbp4-round-robin-2", rs.Elements["port4"]["10.99.0.1 . udp . 53"]);
+            ["10.99.0.1 . 80 . 0"] = "10.88.0.2 . 8080",
+            ["10.99.0.1 . 80 . 1"] = "10.88.0.3 . 8080",
+        }, rs.Elements["pbe4t"]);
+        Assert.Equal(new Dictionary<string, string>
+        {
+            ["10.99.0.1 . 53 . 0"] = "10.88.0.2 . 5353",
+            ["10.99.0.1 . 53 . 1"] = "10.88.0.3 . 5353",
+        }, rs.Elements["pbe4u"]);
+        Assert.Equal("goto lb4u-round-robin-2", rs.Elements["port4"]["10.99.0.1 . udp . 53"]);
+        Assert.Equal("goto lb4t-round-robin-2", rs.Elements["port4"]["10.99.0.1 . tcp . 80"]);
+        // Each protocol's chain matches only its own protocol (nft adds that to a port translation).
+        Assert.Equal(["dnat ip to ip daddr . udp dport . numgen inc mod 2 map @pbe4u"], rs.Chains["lb4u-round-robin-2"]);
     }
 
     [Fact]
@@ -168,8 +175,8 @@ public class DataplaneCompilerTests
 
         var rs = DataplaneCompiler.Compile(Spec(service));
 
-        Assert.Equal([$"dnat ip to ip daddr . meta l4proto . th dport . jhash ip saddr . th sport mod 1009 {Seed} map @pbe4"], rs.Chains["lbp4-maglev-1009"]);
-        Assert.Equal(1009, rs.Elements["pbe4"].Count);
+        Assert.Equal([$"dnat ip to ip daddr . tcp dport . jhash ip saddr . tcp sport mod 1009 {Seed} map @pbe4t"], rs.Chains["lb4t-maglev-1009"]);
+        Assert.Equal(1009, rs.Elements["pbe4t"].Count);
     }
 
     [Fact]
@@ -250,19 +257,20 @@ public class DataplaneCompilerTests
     public void BalancerRules_DependOnlyOnNameParts()
     {
         Assert.Equal(
-            DataplaneCompiler.BalancerRules(4, false, LoadBalancingPolicy.RoundRobin, 7),
-            DataplaneCompiler.BalancerRules(4, false, LoadBalancingPolicy.RoundRobin, 7));
+            DataplaneCompiler.BalancerRules(4, null, LoadBalancingPolicy.RoundRobin, 7),
+            DataplaneCompiler.BalancerRules(4, null, LoadBalancingPolicy.RoundRobin, 7));
         Assert.NotEqual(
-            DataplaneCompiler.BalancerRules(4, false, LoadBalancingPolicy.RoundRobin, 7),
-            DataplaneCompiler.BalancerRules(4, false, LoadBalancingPolicy.RoundRobin, 8));
-        Assert.Throws<ArgumentOutOfRangeException>(() => DataplaneCompiler.BalancerRules(4, false, (LoadBalancingPolicy)42, 1));
+            DataplaneCompiler.BalancerRules(4, null, LoadBalancingPolicy.RoundRobin, 7),
+            DataplaneCompiler.BalancerRules(4, null, LoadBalancingPolicy.RoundRobin, 8));
+        Assert.Throws<ArgumentOutOfRangeException>(() => DataplaneCompiler.BalancerRules(4, null, (LoadBalancingPolicy)42, 1));
     }
 
     [Theory]
-    [InlineData(4, false, "round-robin", 2, "lb4-round-robin-2")]
-    [InlineData(6, true, "maglev", 1009, "lbp6-maglev-1009")]
-    public void BalancerChain_Parts_Name(int family, bool ports, string policy, int modulus, string expected)
+    [InlineData(4, null, "round-robin", 2, "lb4-round-robin-2")]
+    [InlineData(6, TransportProtocol.Tcp, "maglev", 1009, "lb6t-maglev-1009")]
+    [InlineData(4, TransportProtocol.Udp, "round-robin", 3, "lb4u-round-robin-3")]
+    public void BalancerChain_Parts_Name(int family, TransportProtocol? protocol, string policy, int modulus, string expected)
     {
-        Assert.Equal(expected, NftNames.BalancerChain(family, ports, policy, modulus));
+        Assert.Equal(expected, NftNames.BalancerChain(family, protocol, policy, modulus));
     }
 }

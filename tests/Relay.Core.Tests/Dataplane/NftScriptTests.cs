@@ -29,13 +29,13 @@ public class NftScriptTests
     {
         var s = NftScript.Skeleton;
 
-        foreach (var set in new[] { "set src4", "set src6", "map svc4", "map svc6", "map port4", "map port6", "map be4", "map be6", "map pbe4", "map pbe6" })
+        foreach (var set in new[] { "set src4", "set src6", "map svc4", "map svc6", "map port4", "map port6", "map be4", "map be6", "map pbe4t", "map pbe4u", "map pbe6t", "map pbe6u" })
         {
             Assert.Contains($"\t{set} {{", s);
         }
         Assert.Contains("type filter hook prerouting priority raw; policy accept;", s);
         Assert.Contains("type nat hook prerouting priority dstnat; policy accept;", s);
-        Assert.Contains("type nat hook output priority dstnat; policy accept;", s);
+        Assert.Contains("type nat hook output priority -100; policy accept;", s);
         Assert.Contains("type nat hook postrouting priority srcnat; policy accept;", s);
         Assert.Contains("ip daddr vmap @svc4", s);
         Assert.Contains("ip6 daddr . meta l4proto . th dport vmap @port6", s);
@@ -57,7 +57,7 @@ public class NftScriptTests
         Assert.Contains("add chain inet relay lb4-round-robin-2\nadd rule inet relay lb4-round-robin-2 dnat ip to ip daddr . numgen inc mod 2 map @be4\n", text);
         Assert.Contains("add element inet relay svc4 { 10.99.0.1 : goto lb4-round-robin-2 }\n", text);
         Assert.Contains("add element inet relay be4 { 10.99.0.1 . 0 : 10.88.0.2, 10.99.0.1 . 1 : 10.88.0.3 }\n", text);
-        Assert.Contains("add element inet relay pbe4 { 10.99.0.2 . tcp . 80 . 0 : 10.88.0.4 . 8080 }\n", text);
+        Assert.Contains("add element inet relay pbe4t { 10.99.0.2 . 80 . 0 : 10.88.0.4 . 8080 }\n", text);
         Assert.True(text.LastIndexOf("add chain", StringComparison.Ordinal) < text.IndexOf("add element", StringComparison.Ordinal));
         Assert.DoesNotContain("add element inet relay src4", text);
     }

@@ -1,0 +1,37 @@
+# Relay: `make demo` runs the seed scenario, `make test` runs every test. Both need root
+# (namespaces, nftables) and install the Debian packages they need when missing.
+SHELL := /bin/bash
+CONFIG ?= Release
+# Runtime peers and tools: the data plane (nftables, conntrack, iproute2) and the real programs
+# tests and the demo drive (ping, socat, dig, ss). dnsmasq-base, not dnsmasq: the binary for the
+# DNS baseline without a system service starting on port 53.
+DEBS := nftables libnftables1 conntrack libnetfilter-conntrack3 iproute2 iputils-ping socat bind9-dnsutils iperf3 dnsmasq-base dnsperf procps
+RELAY := src/Relay.Cli/bin/$(CONFIG)/net10.0/relay
+TEST_FLAGS ?=
+
+.PHONY: all deps build test demo clean check-root
+
+all: build
+
+check-root:
+	@if [ "$$(id -u)" != 0 ]; then echo "make: this target needs root (network namespaces, nftables): run it with sudo" >&2; exit 1; fi
+
+deps: check-root
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@command -v dotnet >/dev/null || { echo "make: the .NET 10 SDK (dotnet) is required" >&2; exit 1; }
+
+build: deps
+	dotnet build Relay.slnx -c $(CONFIG) -nologo -clp:NoSummary -v q
+
+test: build
+	dotnet test Relay.slnx -c $(CONFIG) --no-build -nologo $(TEST_FLAGS)
+
+demo: build
+	$(RELAY) demo
+
+clean:
+	dotnet clean Relay.slnx -c $(CONFIG) -nologo -v q

@@ -1,0 +1,85 @@
+using System.Collections.Immutable;
+using System.Net;
+using Relay.Core.LoadBalancing;
+using Relay.Core.Model;
+using Relay.Core.Naming;
+
+namespace Relay.Engine;
+
+/// <summary>Where an instance is in its life.</summary>
+public enum InstanceState
+{
+    /// <summary>Up, not in the balancer (a migration target).</summary>
+    Standby,
+    /// <summary>In the balancer: receives new flows.</summary>
+    Active,
+    /// <summary>Out of the balancer; its TCP flows finish, then it stops.</summary>
+    Draining,
+}
+
+/// <summary>A service as users see it.</summary>
+/// <param name="Name">Canonical name.</param>
+/// <param name="Vip4">Virtual IPv4 address.</param>
+/// <param name="Vip6">Virtual IPv6 address.</param>
+/// <param name="Policy">Balancing policy name.</param>
+/// <param name="Ports">Port mappings (empty: layer 3).</param>
+/// <param name="Backends">Instances in the balancer, in slot order.</param>
+/// <param name="Instances">All its instances, whatever their state.</param>
+public sealed record ServiceInfo(string Name, IPAddress Vip4, IPAddress Vip6, string Policy, IReadOnlyList<PortMapping> Ports, IReadOnlyList<string> Backends, IReadOnlyList<string> Instances);
+
+/// <summary>An instance as users see it.</summary>
+/// <param name="Name">Its name.</param>
+/// <param name="Service">Its service.</param>
+/// <param name="Namespace">Its network namespace (<c>ip netns exec NAMESPACE ...</c>).</param>
+/// <param name="HostInterface">The orchestrator end of its veth.</param>
+/// <param name="Address4">Its IPv4 address.</param>
+/// <param name="Address6">Its IPv6 address.</param>
+/// <param name="State">Standby, active or draining.</param>
+/// <param name="Command">The command it runs, if any.</param>
+/// <param name="Pid">The command's process id while it runs.</param>
+public sealed record InstanceInfo(string Name, string Service, string Namespace, string HostInterface, IPAddress Address4, IPAddress Address6, InstanceState State, IReadOnlyList<string>? Command, int? Pid);
+
+/// <summary>What a migration did and how long each step took.</summary>
+/// <param name="Service">The service.</param>
+/// <param name="From">The instance that left the balancer.</param>
+/// <param name="To">The instance that took its place.</param>
+/// <param name="Started">Stopwatch timestamp when the call started (after validation).</param>
+/// <param name="Repointed">Stopwatch timestamp when the re-point transaction was committed.</param>
+/// <param name="Cleaned">Stopwatch timestamp when the stale conntrack entries were gone: the call's end.</param>
+/// <param name="StaleFlowsDeleted">ICMP/UDP conntrack entries deleted so their next packet goes to the new instance.</param>
+/// <param name="Drained">Completes when the old instance has stopped.</param>
+public sealed record MigrationResult(string Service, string From, string To, long Started, long Repointed, long Cleaned, int StaleFlowsDeleted, Task<DrainResult> Drained)
+{
+    /// <summary>Time of the re-point transaction.</summary>
+    public TimeSpan RepointTime => System.Diagnostics.Stopwatch.GetElapsedTime(Started, Repointed);
+
+    /// <summary>Time of the whole call: re-point plus conntrack cleanup.</summary>
+    public TimeSpan SwitchTime => System.Diagnostics.Stopwatch.GetElapsedTime(Started, Cleaned);
+}
+
+/// <summary>How an instance left.</summary>
+/// <param name="Instance">The instance.</param>
+/// <param name="TcpFlowsAtStart">TCP connections still open when it left the balancer.</param>
+/// <param name="TcpFlowsCut">TCP connections still open at the deadline, cut.</param>
+/// <param name="Duration">From leaving the balancer to stopped.</param>
+public sealed record DrainResult(string Instance, int TcpFlowsAtStart, int TcpFlowsCut, TimeSpan Duration);
+
+internal sealed record ServiceRecord(
+    ServiceName Name,
+    IPAddress Vip4,
+    IPAddress Vip6,
+    LoadBalancingPolicy Policy,
+    int MaglevTableSize,
+    ImmutableArray<PortMapping> Ports,
+    ImmutableList<string> Backends);
+
+internal sealed record InstanceRecord(
+    string Name,
+    ServiceName Service,
+    int Index,
+    string Namespace,
+    string HostInterface,
+    IPAddress Address4,
+    IPAddress Address6,
+    ImmutableArray<string>? Command,
+    InstanceState State);

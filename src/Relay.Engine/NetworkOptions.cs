@@ -1,0 +1,66 @@
+using Relay.Core.Model;
+
+namespace Relay.Engine;
+
+/// <summary>How to create a Relay network. Every range is configurable; the defaults suit one host.</summary>
+public sealed record NetworkOptions
+{
+    /// <summary>The network's name: one DNS label, at most 32 characters. Namespaces are <c>relay-NAME</c> and <c>relay-NAME.INSTANCE</c>.</summary>
+    public required string Name { get; init; }
+
+    /// <summary>Instance IPv4 addresses (a /32 each). The first address is the gateway.</summary>
+    public string InstancePool4 { get; init; } = "10.88.0.0/16";
+
+    /// <summary>Instance IPv6 addresses (a /128 each). The first address is the gateway.</summary>
+    public string InstancePool6 { get; init; } = "fd52:656c:6179:1::/64";
+
+    /// <summary>Virtual (service) IPv4 addresses.</summary>
+    public string VirtualPool4 { get; init; } = "10.89.0.0/16";
+
+    /// <summary>Virtual (service) IPv6 addresses.</summary>
+    public string VirtualPool6 { get; init; } = "fd52:656c:6179:2::/64";
+
+    /// <summary>How long TCP flows may drain on an instance that leaves the balancer (0 = cut them at once).</summary>
+    public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long an instance's process gets between SIGTERM and SIGKILL.</summary>
+    public TimeSpan StopGrace { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Where the record of what Relay created is kept, so that it (and only it) can be removed after a crash.</summary>
+    public string RecordDirectory { get; init; } = "/run/relay/networks";
+}
+
+/// <summary>How to register a service.</summary>
+public sealed record ServiceOptions
+{
+    /// <summary>A DNS name (RFC 1123), case-insensitive.</summary>
+    public required string Name { get; init; }
+
+    /// <summary>random (default), round-robin, maglev or source.</summary>
+    public string Policy { get; init; } = "random";
+
+    /// <summary>Empty: every protocol to the virtual address reaches an instance. Otherwise only these ports.</summary>
+    public IReadOnlyList<PortMapping> Ports { get; init; } = [];
+
+    /// <summary>A specific virtual IPv4 address from the pool (default: the next free one).</summary>
+    public string? Vip4 { get; init; }
+
+    /// <summary>A specific virtual IPv6 address from the pool (default: the next free one).</summary>
+    public string? Vip6 { get; init; }
+}
+
+/// <summary>How to add an instance.</summary>
+public sealed record InstanceOptions
+{
+    /// <summary>The instance's name (one DNS label, unique in the network); default SERVICE-N.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>A command to run inside the instance's namespace, stopped with the instance.</summary>
+    public IReadOnlyList<string>? Command { get; init; }
+
+    /// <summary>
+    /// When true the instance is up but not in the balancer: the target of a make-before-break
+    /// migration. When false (default) it receives new flows at once.
+    /// </summary>
+    public bool Standby { get; init; }
+}

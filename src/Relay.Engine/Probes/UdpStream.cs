@@ -1,0 +1,75 @@
+using System.Diagnostics;
+using System.Net;
+
+namespace Relay.Engine.Probes;
+
+/// <summary>
+/// Sends sequence-numbered UDP datagrams from ONE fixed source port at a steady rate: one flow,
+/// the case where a stale conntrack entry would black-hole traffic for as long as it keeps
+/// refreshing (kube-proxy's decade-old UDP bug).
+/// </summary>
+public sealed class UdpStream : IDisposable
+{
+    private readonly System.Net.Sockets.Socket _socket;
+    private readonly IPEndPoint _to;
+    private readonly Thread _thread;
+    private readonly long _step;
+    private volatile bool _stop;
+    private long _sequence;
+
+    /// <summary>Starts sending from <paramref name="sourcePort"/> in <paramref name="netns"/> to <paramref name="to"/>, one datagram per <paramref name="interval"/>.</summary>
+    public UdpStream(string netns, IPEndPoint to, int sourcePort, TimeSpan interval)
+    {
+        _socket = NsSockets.Udp(netns, to.AddressFamily, sourcePort);
+        _to = to;
+        _step = Math.Max(1, (long)(interval.TotalSeconds * Stopwatch.Frequency));
+        _thread = new Thread(Run) { IsBackground = true, Name = "udp stream " + netns };
+        _thread.Start();
+    }
+
+    /// <summary>The sequence number of the latest datagram sent (the first is 1).</summary>
+    public long LastSent => Interlocked.Read(ref _sequence);
+
+    private void Run()
+    {
+        var buf = new byte[64];
+        var next = Stopwatch.GetTimestamp();
+        var millisecond = Stopwatch.Frequency / 1000;
+        while (!_stop)
+        {
+            var seq = _sequence + 1;
+            BitConverter.TryWriteBytes(buf, seq);
+            try
+            {
+                _socket.SendTo(buf, _to);
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                // A transient error (no route while the service has no instance): keep the rate.
+            }
+            Interlocked.Exchange(ref _sequence, seq);
+            next += _step;
+            // Sleep while far from the next send, spin the last millisecond: a steady rate without
+            // burning a core for slow streams.
+            while (!_stop && Stopwatch.GetTimestamp() < next)
+            {
+                if (next - Stopwatch.GetTimestamp() > 2 * millisecond)
+                {
+                    Thread.Sleep(1);
+                }
+                else
+                {
+                    Thread.SpinWait(20);
+                }
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        _stop = true;
+        _thread.Join();
+        _socket.Dispose();
+    }
+}

@@ -1,0 +1,46 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+
+namespace Relay.Engine;
+
+public sealed partial class RelayNetwork
+{
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information, Message = "network {Network}: created (namespace {Namespace})")]
+    private static partial void LogCreated(ILogger log, string network, string @namespace);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Information, Message = "network {Network}: service {Service} added, virtual addresses {Vip4} and {Vip6}, policy {Policy}")]
+    private static partial void LogServiceAdded(ILogger log, string network, string service, IPAddress vip4, IPAddress vip6, string policy);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Information, Message = "network {Network}: service {Service} removed")]
+    private static partial void LogServiceRemoved(ILogger log, string network, string service);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "network {Network}: instance {Instance} of {Service} added at {Address4} and {Address6} ({State})")]
+    private static partial void LogInstanceAdded(ILogger log, string network, string instance, string service, IPAddress address4, IPAddress address6, string state);
+
+    [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "network {Network}: instance {Instance} removed")]
+    private static partial void LogInstanceRemoved(ILogger log, string network, string instance);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Information, Message = "network {Network}: service {Service} migrated {From} -> {To}: re-point {RepointUs:F0} us, conntrack cleanup {CleanupUs:F0} us, {Deleted} stale flows deleted")]
+    private static partial void LogMigrated(ILogger log, string network, string service, string from, string to, double repointUs, double cleanupUs, int deleted);
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Information, Message = "network {Network}: instance {Instance} drained: {TcpAtStart} TCP flows at start, {TcpCut} cut, {DurationMs:F0} ms")]
+    private static partial void LogDrained(ILogger log, string network, string instance, int tcpAtStart, int tcpCut, double durationMs);
+
+    [LoggerMessage(EventId = 8, Level = LogLevel.Information, Message = "network {Network}: instance {Instance}: started pid {Pid}: {Command}")]
+    private static partial void LogProcessStarted(ILogger log, string network, string instance, int pid, string command);
+
+    [LoggerMessage(EventId = 9, Level = LogLevel.Information, Message = "network {Network}: instance {Instance}: pid {Pid} stopped (exit code {ExitCode})")]
+    private static partial void LogProcessStopped(ILogger log, string network, string instance, int pid, int exitCode);
+
+    [LoggerMessage(EventId = 10, Level = LogLevel.Debug, Message = "network {Network}: instance {Instance}: {Line}")]
+    private static partial void LogInstanceOutput(ILogger log, string network, string instance, string line);
+
+    [LoggerMessage(EventId = 11, Level = LogLevel.Error, Message = "network {Network}: nftables refused a transaction: {Error}\n{Commands}")]
+    private static partial void LogNftFailed(ILogger log, string network, string error, string commands);
+
+    [LoggerMessage(EventId = 12, Level = LogLevel.Warning, Message = "network {Network}: could not write the record of created namespaces: {Reason}")]
+    private static partial void LogRecordFailed(ILogger log, string network, string reason);
+
+    [LoggerMessage(EventId = 13, Level = LogLevel.Information, Message = "network {Network}: torn down")]
+    private static partial void LogTornDown(ILogger log, string network);
+}

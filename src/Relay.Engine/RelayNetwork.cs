@@ -1,0 +1,857 @@
+using System.Collections.Immutable;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Relay.Core.Addressing;
+using Relay.Core.Conntrack;
+using Relay.Core.Dataplane;
+using Relay.Core.Errors;
+using Relay.Core.LoadBalancing;
+using Relay.Core.Model;
+using Relay.Core.Naming;
+using Relay.Linux.Conntrack;
+using Relay.Linux.Namespaces;
+using Relay.Linux.Nftables;
+using Relay.Linux.Processes;
+using Relay.Linux.Topology;
+
+namespace Relay.Engine;
+
+/// <summary>
+/// One Relay network on this host: an orchestrator namespace that routes and translates, one
+/// namespace per service instance joined to it by a veth pair, and Relay's nft table.
+/// <para>
+/// Every operation validates everything first and reports all errors at once; then it changes the
+/// kernel (each data-plane change one nft transaction) and only when that succeeded its memory. A
+/// failed operation leaves both as they were. Operations are serialized.
+/// </para>
+/// </summary>
+public sealed partial class RelayNetwork : IDisposable
+{
+    private readonly object _gate = new();
+    private readonly ILogger _log;
+    private readonly NetworkOptions _options;
+    private readonly NetnsThread _orchestrator;
+    private readonly INftables _nft;
+    private readonly IConntrack _conntrack;
+    private readonly Gateways _gateways;
+    private readonly AddressPool _instances4;
+    private readonly AddressPool _instances6;
+    private readonly AddressPool _virtual4;
+    private readonly AddressPool _virtual6;
+    private readonly DataplaneImage _image = new();
+    private readonly Dictionary<ServiceName, ServiceRecord> _services = [];
+    private readonly Dictionary<string, InstanceRecord> _instanceRecords = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, NamespacedProcess> _processes = new(StringComparer.Ordinal);
+    private readonly List<Task> _drains = [];
+    private bool _dirty = true;
+    private int _nextIndex = 1;
+    private bool _disposed;
+
+    private RelayNetwork(NetworkOptions options, ILogger log, NetnsThread orchestrator, INftables nft, IConntrack conntrack, AddressPool[] pools)
+    {
+        _options = options;
+        _log = log;
+        _orchestrator = orchestrator;
+        _nft = nft;
+        _conntrack = conntrack;
+        (_instances4, _instances6, _virtual4, _virtual6) = (pools[0], pools[1], pools[2], pools[3]);
+        _gateways = new Gateways(Gateway(_instances4.Prefix), Gateway(_instances6.Prefix));
+        Name = options.Name;
+    }
+
+    /// <summary>The network's name.</summary>
+    public string Name { get; }
+
+    /// <summary>The orchestrator namespace (<c>ip netns exec</c> it to inspect the data plane).</summary>
+    public string OrchestratorNamespace => NetworkNames.Orchestrator(Name);
+
+    /// <summary>The gateway addresses instances route through (and, later, ask names of).</summary>
+    public Gateways Gateways => _gateways;
+
+    /// <summary>The orchestrator namespace's thread: for sockets and probes that must live there.</summary>
+    public NetnsThread OrchestratorThread => _orchestrator;
+
+    /// <summary>
+    /// Creates a network: validates the options, creates the orchestrator namespace and installs
+    /// Relay's table in one transaction. On any failure nothing is left behind.
+    /// </summary>
+    public static RelayNetwork Create(NetworkOptions options, ILogger? logger = null)
+    {
+        var log = logger ?? NullLogger.Instance;
+        var errors = new ErrorCollector();
+        var name = ResourceName.ValidateNetwork(options.Name, "network.name", errors);
+        var pools = new AddressPool?[]
+        {
+            ParsePool(options.InstancePool4, "instance IPv4", "network.instancePool4", AddressFamily.InterNetwork, errors),
+            ParsePool(options.InstancePool6, "instance IPv6", "network.instancePool6", AddressFamily.InterNetworkV6, errors),
+            ParsePool(options.VirtualPool4, "virtual IPv4", "network.virtualPool4", AddressFamily.InterNetwork, errors),
+            ParsePool(options.VirtualPool6, "virtual IPv6", "network.virtualPool6", AddressFamily.InterNetworkV6, errors),
+        };
+        CheckOverlap(pools[0], pools[2], errors);
+        CheckOverlap(pools[1], pools[3], errors);
+        if (options.DrainTimeout < TimeSpan.Zero)
+        {
+            errors.Add(ErrorCode.Invalid, "network.drainTimeout", "the drain timeout cannot be negative");
+        }
+        if (name is not null && Netns.Exists(NetworkNames.Orchestrator(name)))
+        {
+            errors.Add(ErrorCode.Duplicate, "network.name", $"network '{name}' already exists (namespace {NetworkNames.Orchestrator(name)}); remove it with 'relay down --network {name}' or pick another name");
+        }
+        errors.ThrowIfAny();
+        options = options with { Name = name! };
+
+        var ns = NetworkNames.Orchestrator(options.Name);
+        var thread = TopologyBuilder.CreateOrchestrator(ns);
+        INftables? nft = null;
+        IConntrack? ct = null;
+        try
+        {
+            nft = NftContext.Open(thread);
+            ct = thread.Invoke(() => (IConntrack)ConntrackClient.Open());
+            var network = new RelayNetwork(options, log, thread, nft, ct, pools!);
+            network.ApplyLocked([], [], [], []);
+            network.SaveRecord();
+            LogCreated(log, options.Name, ns);
+            return network;
+        }
+        catch
+        {
+            ct?.Dispose();
+            nft?.Dispose();
+            thread.Dispose();
+            Netns.Delete(ns);
+            throw;
+        }
+    }
+
+    // ---------------------------------------------------------------- services
+
+    /// <summary>Registers a service and gives it stable virtual addresses.</summary>
+    public ServiceInfo AddService(ServiceOptions options)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            var errors = new ErrorCollector();
+            ServiceName name = default;
+            if (!ServiceName.TryParse(options.Name, out name, out var why))
+            {
+                errors.Add(ErrorCode.Invalid, "service.name", why);
+            }
+            else if (_services.ContainsKey(name))
+            {
+                errors.Add(ErrorCode.Duplicate, "service.name", $"service '{name}' already exists");
+            }
+            if (!PolicyNames.TryParse(options.Policy, out var policy))
+            {
+                errors.Add(ErrorCode.Invalid, "service.policy", $"unknown policy '{options.Policy}'; choose one of {string.Join(", ", PolicyNames.All)}");
+            }
+            var seen = new HashSet<(TransportProtocol, int)>();
+            for (var i = 0; i < options.Ports.Count; i++)
+            {
+                var p = options.Ports[i];
+                p.Validate($"service.ports[{i}]", errors);
+                if (!seen.Add((p.Protocol, p.Port)))
+                {
+                    errors.Add(ErrorCode.Duplicate, $"service.ports[{i}]", $"port {p.Port}/{p.ProtocolName} is mapped twice");
+                }
+            }
+            var vip4 = PickAddress(_virtual4, options.Vip4, "service.vip4", errors);
+            var vip6 = PickAddress(_virtual6, options.Vip6, "service.vip6", errors);
+            errors.ThrowIfAny();
+
+            var record = new ServiceRecord(name, vip4!, vip6!, policy, Maglev.TableSize(0), [.. options.Ports], []);
+            ApplyLocked([record], [], [], []);
+            _virtual4.Claim(vip4!, advanceCursor: options.Vip4 is null);
+            _virtual6.Claim(vip6!, advanceCursor: options.Vip6 is null);
+            _services[name] = record;
+            LogServiceAdded(_log, Name, name.Value, vip4!, vip6!, PolicyNames.Of(policy));
+            return Info(record);
+        }
+    }
+
+    /// <summary>Removes a service that has no instances left; its virtual addresses return to the pool.</summary>
+    public void RemoveService(string service)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            var record = FindService(service, "service");
+            var instances = InstancesOf(record.Name).ToArray();
+            if (instances.Length > 0)
+            {
+                throw new RelayException(ErrorCode.Conflict, "service", $"service '{record.Name}' still has instances ({string.Join(", ", instances.Select(i => i.Name))}); remove them first");
+            }
+            ApplyLocked([], [record.Name.Value], [], []);
+            _services.Remove(record.Name);
+            _virtual4.Release(record.Vip4);
+            _virtual6.Release(record.Vip6);
+            LogServiceRemoved(_log, Name, record.Name.Value);
+        }
+    }
+
+    /// <summary>Every service, sorted by name.</summary>
+    public IReadOnlyList<ServiceInfo> Services
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _services.Values.OrderBy(s => s.Name).Select(Info).ToArray();
+            }
+        }
+    }
+
+    /// <summary>One service.</summary>
+    public ServiceInfo GetService(string service)
+    {
+        lock (_gate)
+        {
+            return Info(FindService(service, "service"));
+        }
+    }
+
+    // ---------------------------------------------------------------- instances
+
+    /// <summary>
+    /// Adds an instance of <paramref name="service"/>: its namespace and veth, its addresses, its
+    /// command, and (unless standby) its place in the balancer, in that order, so that it only
+    /// receives traffic once it is up.
+    /// </summary>
+    public InstanceInfo AddInstance(string service, InstanceOptions? options = null)
+    {
+        options ??= new InstanceOptions();
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            var errors = new ErrorCollector();
+            ServiceRecord? svc = null;
+            try
+            {
+                svc = FindService(service, "instance.service");
+            }
+            catch (RelayException e)
+            {
+                errors.AddRange(e.Errors);
+            }
+            var name = options.Name is null ? (svc is null ? null : GenerateInstanceName(svc.Name)) : ResourceName.ValidateInstance(options.Name, "instance.name", errors);
+            if (name is not null && _instanceRecords.ContainsKey(name))
+            {
+                errors.Add(ErrorCode.Duplicate, "instance.name", $"instance '{name}' already exists");
+            }
+            if (options.Command is { } cmd)
+            {
+                ValidateCommand(cmd, "instance.command", errors);
+            }
+            var a4 = PickAddress(_instances4, null, "instance.address4", errors);
+            var a6 = PickAddress(_instances6, null, "instance.address6", errors);
+            errors.ThrowIfAny();
+
+            var index = _nextIndex;
+            var record = new InstanceRecord(name!, svc!.Name, index, NetworkNames.Instance(Name, name!), NetworkNames.HostInterface(index), a4!, a6!,
+                options.Command is null ? null : [.. options.Command], options.Standby ? InstanceState.Standby : InstanceState.Active);
+            var wiring = Wiring(record);
+            TopologyBuilder.WireInstance(OrchestratorNamespace, _gateways, wiring);
+            NamespacedProcess? process = null;
+            try
+            {
+                if (record.Command is { } command)
+                {
+                    process = StartProcess(record, command);
+                }
+                var newService = options.Standby ? svc : GrowBackends(svc, svc.Backends.Add(record.Name));
+                _instanceRecords[record.Name] = record;
+                try
+                {
+                    ApplyLocked(options.Standby ? [] : [newService], [], [Link(record)], []);
+                }
+                catch
+                {
+                    _instanceRecords.Remove(record.Name);
+                    throw;
+                }
+                _services[svc.Name] = newService;
+            }
+            catch
+            {
+                if (process is not null)
+                {
+                    StopProcess(record.Name, process).GetAwaiter().GetResult();
+                }
+                NamespacedProcess.KillNamespace(record.Namespace);
+                TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
+                throw;
+            }
+            if (process is not null)
+            {
+                _processes[record.Name] = process;
+            }
+            _instances4.Claim(a4!);
+            _instances6.Claim(a6!);
+            _nextIndex++;
+            SaveRecord();
+            LogInstanceAdded(_log, Name, record.Name, record.Service.Value, record.Address4, record.Address6, record.State.ToString());
+            return Info(record);
+        }
+    }
+
+    /// <summary>
+    /// Takes an instance out of the balancer (its ICMP/UDP flows move to the remaining instances at
+    /// once), lets its TCP flows drain until they close or <paramref name="drain"/> passes (default:
+    /// the network's drain timeout; zero cuts them), then stops it and removes its namespace.
+    /// The returned task completes when the instance is gone.
+    /// </summary>
+    public Task<DrainResult> RemoveInstanceAsync(string instance, TimeSpan? drain = null)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            var errors = new ErrorCollector();
+            var record = FindInstance(instance, "instance", errors);
+            CheckDrain(drain, errors);
+            errors.ThrowIfAny();
+            if (record!.State == InstanceState.Draining)
+            {
+                throw new RelayException(ErrorCode.Conflict, "instance", $"instance '{record.Name}' is already leaving");
+            }
+            var svc = _services[record.Service];
+            var started = Stopwatch.GetTimestamp();
+            if (record.State == InstanceState.Active)
+            {
+                var newService = svc with { Backends = svc.Backends.Remove(record.Name) };
+                ApplyLocked([newService], [], [], []);
+                _services[svc.Name] = newService;
+            }
+            _instanceRecords[record.Name] = record with { State = InstanceState.Draining };
+            DeleteStaleStatelessFlows(svc, [record]);
+            return StartDrain(record, svc, drain ?? _options.DrainTimeout, started);
+        }
+    }
+
+    /// <summary>Every instance, sorted by name.</summary>
+    public IReadOnlyList<InstanceInfo> Instances
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _instanceRecords.Values.OrderBy(i => i.Name, StringComparer.Ordinal).Select(Info).ToArray();
+            }
+        }
+    }
+
+    /// <summary>One instance.</summary>
+    public InstanceInfo GetInstance(string instance)
+    {
+        lock (_gate)
+        {
+            var errors = new ErrorCollector();
+            var record = FindInstance(instance, "instance", errors);
+            errors.ThrowIfAny();
+            return Info(record!);
+        }
+    }
+
+    /// <summary>The recent output of an instance's command.</summary>
+    public IReadOnlyList<string> Logs(string instance)
+    {
+        lock (_gate)
+        {
+            var errors = new ErrorCollector();
+            var record = FindInstance(instance, "instance", errors);
+            errors.ThrowIfAny();
+            return _processes.TryGetValue(record!.Name, out var p) ? p.RecentOutput() : [];
+        }
+    }
+
+    /// <summary>Runs a command inside an instance's namespace; the caller owns (and disposes) the process.</summary>
+    public NamespacedProcess Exec(string instance, IReadOnlyList<string> command, Action<string>? onOutput = null)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            var errors = new ErrorCollector();
+            var record = FindInstance(instance, "instance", errors);
+            ValidateCommand(command, "command", errors);
+            errors.ThrowIfAny();
+            return NamespacedProcess.Start(record!.Namespace, command, onOutput);
+        }
+    }
+
+    // ---------------------------------------------------------------- migration
+
+    /// <summary>
+    /// Moves <paramref name="service"/> from instance <paramref name="from"/> to instance <paramref name="to"/>,
+    /// make-before-break: (1) <paramref name="to"/> is already up; (2) one nft transaction gives it
+    /// <paramref name="from"/>'s slots; (3) only then exactly the stale ICMP/UDP conntrack entries
+    /// (original destination = a virtual address of the service, reply source = <paramref name="from"/>)
+    /// are deleted, so their next packet is translated afresh to <paramref name="to"/>; (4) TCP flows
+    /// drain on <paramref name="from"/>, which stops when they are closed or the deadline passed.
+    /// The call returns after step 3; <see cref="MigrationResult.Drained"/> completes after step 4.
+    /// </summary>
+    public MigrationResult Migrate(string service, string from, string to, TimeSpan? drain = null)
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            var errors = new ErrorCollector();
+            ServiceRecord? svc = null;
+            try
+            {
+                svc = FindService(service, "service");
+            }
+            catch (RelayException e)
+            {
+                errors.AddRange(e.Errors);
+            }
+            var old = FindInstance(from, "from", errors);
+            var next = FindInstance(to, "to", errors);
+            CheckDrain(drain, errors);
+            if (svc is not null && old is not null && old.Service != svc.Name)
+            {
+                errors.Add(ErrorCode.Conflict, "from", $"instance '{old.Name}' belongs to service '{old.Service}', not '{svc.Name}'");
+            }
+            if (svc is not null && next is not null && next.Service != svc.Name)
+            {
+                errors.Add(ErrorCode.Conflict, "to", $"instance '{next.Name}' belongs to service '{next.Service}', not '{svc.Name}'; a service can only move to its own instances");
+            }
+            if (old is not null && next is not null && old.Name == next.Name)
+            {
+                errors.Add(ErrorCode.Conflict, "to", "an instance cannot be migrated to itself");
+            }
+            if (old is not null && old.State != InstanceState.Active)
+            {
+                errors.Add(ErrorCode.Conflict, "from", $"instance '{old.Name}' is {old.State.ToString().ToLowerInvariant()}, not in the balancer");
+            }
+            if (next is not null && next.State == InstanceState.Draining)
+            {
+                errors.Add(ErrorCode.Conflict, "to", $"instance '{next.Name}' is leaving and cannot receive flows");
+            }
+            errors.ThrowIfAny();
+
+            var started = Stopwatch.GetTimestamp();
+            // In place: the new instance takes the old one's slot, so with round-robin and random
+            // exactly the old instance's flows move and the others stay where they are.
+            var backends = next!.State == InstanceState.Active
+                ? svc!.Backends.Remove(old!.Name)
+                : svc!.Backends.SetItem(svc.Backends.IndexOf(old!.Name), next.Name);
+            var newService = GrowBackends(svc, backends);
+            ApplyLocked([newService], [], [], []);
+            var repointed = Stopwatch.GetTimestamp();
+            _services[svc.Name] = newService;
+            _instanceRecords[next.Name] = next with { State = InstanceState.Active };
+            _instanceRecords[old.Name] = old with { State = InstanceState.Draining };
+            var deleted = DeleteStaleStatelessFlows(svc, [old]);
+            var cleaned = Stopwatch.GetTimestamp();
+            LogMigrated(_log, Name, svc.Name.Value, old.Name, next.Name, Stopwatch.GetElapsedTime(started, repointed).TotalMicroseconds,
+                Stopwatch.GetElapsedTime(repointed, cleaned).TotalMicroseconds, deleted);
+            var drained = StartDrain(old, svc, drain ?? _options.DrainTimeout, repointed);
+            return new MigrationResult(svc.Name.Value, old.Name, next.Name, started, repointed, cleaned, deleted, drained);
+        }
+    }
+
+    /// <summary>
+    /// Replaces <paramref name="instance"/> by a fresh one of the same service running the same command:
+    /// the fresh instance is started in standby, then the service migrates to it.
+    /// </summary>
+    public MigrationResult Replace(string instance, TimeSpan? drain = null, string? newName = null)
+    {
+        lock (_gate)
+        {
+            var errors = new ErrorCollector();
+            var old = FindInstance(instance, "instance", errors);
+            CheckDrain(drain, errors);
+            errors.ThrowIfAny();
+            if (old!.State != InstanceState.Active)
+            {
+                throw new RelayException(ErrorCode.Conflict, "instance", $"instance '{old.Name}' is {old.State.ToString().ToLowerInvariant()}, not in the balancer");
+            }
+            var fresh = AddInstance(old.Service.Value, new InstanceOptions { Name = newName, Command = old.Command, Standby = true });
+            try
+            {
+                return Migrate(old.Service.Value, old.Name, fresh.Name, drain);
+            }
+            catch
+            {
+                // The fresh instance never had a flow: remove it at once, no drain.
+                RemoveNowLocked(_instanceRecords[fresh.Name]);
+                throw;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- data plane
+
+    /// <summary>Reinstalls the whole table from memory in one transaction (the recovery path).</summary>
+    public void Resync()
+    {
+        lock (_gate)
+        {
+            ThrowIfDisposed();
+            _dirty = true;
+            ApplyLocked([], [], [], []);
+        }
+    }
+
+    /// <summary>Relay's table as nft lists it (for inspection and tests).</summary>
+    public string ListTable() => _nft.Run($"list table {NftNames.QualifiedTable}");
+
+    /// <summary>Conntrack entries of the orchestrator namespace.</summary>
+    public IReadOnlyList<ConntrackEntry> ListFlows() => _conntrack.List();
+
+    // ---------------------------------------------------------------- teardown
+
+    /// <summary>
+    /// Removes everything this network created: instance processes and namespaces (with their
+    /// veths), the orchestrator namespace (with Relay's table) and the record. Nothing else.
+    /// Drains in progress are cut.
+    /// </summary>
+    public void Dispose()
+    {
+        List<Exception> failures = [];
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            foreach (var (name, process) in _processes)
+            {
+                Try(() => StopProcess(name, process).GetAwaiter().GetResult());
+            }
+            _processes.Clear();
+            foreach (var record in _instanceRecords.Values)
+            {
+                Try(() => NamespacedProcess.KillNamespace(record.Namespace));
+                Try(() => Netns.Delete(record.Namespace));
+            }
+            _instanceRecords.Clear();
+            Try(_conntrack.Dispose);
+            Try(_nft.Dispose);
+            Try(_orchestrator.Dispose);
+            Try(() => NamespacedProcess.KillNamespace(OrchestratorNamespace));
+            Try(() => Netns.Delete(OrchestratorNamespace));
+            Try(() => File.Delete(NetworkRecord.PathFor(_options.RecordDirectory, Name)));
+        }
+        LogTornDown(_log, Name);
+        if (failures.Count > 0)
+        {
+            throw new AggregateException($"tearing down network {Name} left errors", failures);
+        }
+
+        void Try(Action a)
+        {
+            try
+            {
+                a();
+            }
+            catch (Exception e)
+            {
+                failures.Add(e);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    private void ApplyLocked(IReadOnlyCollection<ServiceRecord> services, IReadOnlyCollection<string> removedServices, IReadOnlyCollection<DataplaneLink> links, IReadOnlyCollection<string> removedLinks)
+    {
+        var plan = _image.Plan(services.Select(ToDataplane), removedServices, links, removedLinks);
+        var tx = _dirty ? NftScript.Full(_image.ToRuleset(plan)) : plan.Transaction;
+        if (!tx.IsEmpty)
+        {
+            try
+            {
+                _nft.Run(tx.ToString());
+            }
+            catch (NftException e)
+            {
+                // The kernel rejected the whole transaction, so it still holds the previous state;
+                // resync fully next time anyway in case the table was changed behind our back.
+                _dirty = true;
+                LogNftFailed(_log, Name, e.Error, e.Commands);
+                throw new RelayException(ErrorCode.Kernel, "dataplane", e.Message, e);
+            }
+        }
+        _image.Commit(plan);
+        _dirty = false;
+    }
+
+    private DataplaneService ToDataplane(ServiceRecord s)
+    {
+        var backends = s.Backends.Select(n => _instanceRecords[n]).Select(i => new DataplaneBackend(i.Name, i.Address4, i.Address6)).ToArray();
+        return new DataplaneService(s.Name.Value, s.Vip4, s.Vip6, s.Policy, s.MaglevTableSize, s.Ports, backends);
+    }
+
+    private static ServiceRecord GrowBackends(ServiceRecord s, ImmutableList<string> backends)
+        => s with { Backends = backends, MaglevTableSize = Maglev.GrowTableSize(s.MaglevTableSize, backends.Count) };
+
+    private int DeleteStaleStatelessFlows(ServiceRecord svc, IReadOnlyList<InstanceRecord> old)
+    {
+        var stale = new StaleFlows([svc.Vip4, svc.Vip6], old.SelectMany(o => new[] { o.Address4, o.Address6 }));
+        var entries = _conntrack.List().Where(stale.IsStatelessMatch).ToArray();
+        return entries.Length == 0 ? 0 : _conntrack.Delete(entries);
+    }
+
+    private Task<DrainResult> StartDrain(InstanceRecord record, ServiceRecord svc, TimeSpan deadline, long started)
+    {
+        var task = Task.Run(async () =>
+        {
+            var stale = new StaleFlows([svc.Vip4, svc.Vip6], [record.Address4, record.Address6]);
+            var atStart = _conntrack.List().Count(stale.IsDrainingTcp);
+            var until = started + (long)(deadline.TotalSeconds * Stopwatch.Frequency);
+            var cut = 0;
+            while (true)
+            {
+                var open = _conntrack.List().Where(stale.IsTcpMatch).ToArray();
+                if (!open.Any(stale.IsDrainingTcp))
+                {
+                    break;
+                }
+                if (Stopwatch.GetTimestamp() >= until)
+                {
+                    // The deadline: forget the old instance's TCP entries, so the client's next
+                    // segment is picked up afresh, reaches an instance without that connection
+                    // and gets a reset instead of silence.
+                    cut = open.Count(stale.IsDrainingTcp);
+                    _conntrack.Delete(open);
+                    break;
+                }
+                await Task.Delay(TimeSpan.FromMilliseconds(100)).ConfigureAwait(false);
+            }
+            await StopInstanceAsync(record.Name).ConfigureAwait(false);
+            var result = new DrainResult(record.Name, atStart, cut, Stopwatch.GetElapsedTime(started));
+            LogDrained(_log, Name, record.Name, atStart, cut, result.Duration.TotalMilliseconds);
+            return result;
+        });
+        lock (_drains)
+        {
+            _drains.RemoveAll(t => t.IsCompleted);
+            _drains.Add(task);
+        }
+        return task;
+    }
+
+    private async Task StopInstanceAsync(string name)
+    {
+        NamespacedProcess? process;
+        InstanceRecord? record;
+        lock (_gate)
+        {
+            if (_disposed || !_instanceRecords.TryGetValue(name, out record))
+            {
+                return;
+            }
+            _processes.Remove(name, out process);
+        }
+        if (process is not null)
+        {
+            await StopProcess(name, process).ConfigureAwait(false);
+        }
+        lock (_gate)
+        {
+            if (!_disposed)
+            {
+                RemoveNowLocked(record);
+            }
+        }
+    }
+
+    /// <summary>Removes an instance that is out of the balancer: processes, anti-spoofing elements, link, namespace, addresses.</summary>
+    private void RemoveNowLocked(InstanceRecord record)
+    {
+        if (_processes.Remove(record.Name, out var process))
+        {
+            StopProcess(record.Name, process).GetAwaiter().GetResult();
+        }
+        // Whatever else runs in the instance (children, commands run with Exec) stops with it.
+        NamespacedProcess.TerminateNamespaceAsync(record.Namespace, _options.StopGrace).GetAwaiter().GetResult();
+        ApplyLocked([], [], [], [record.HostInterface]);
+        TopologyBuilder.UnwireInstance(OrchestratorNamespace, Wiring(record));
+        _instanceRecords.Remove(record.Name);
+        _instances4.Release(record.Address4);
+        _instances6.Release(record.Address6);
+        SaveRecord();
+        LogInstanceRemoved(_log, Name, record.Name);
+    }
+
+    private async Task StopProcess(string instance, NamespacedProcess process)
+    {
+        await process.StopAsync(_options.StopGrace).ConfigureAwait(false);
+        LogProcessStopped(_log, Name, instance, process.Pid, process.HasExited ? process.ExitCode : -1);
+        process.Dispose();
+    }
+
+    private NamespacedProcess StartProcess(InstanceRecord record, IReadOnlyList<string> command)
+    {
+        var name = record.Name;
+        var process = NamespacedProcess.Start(record.Namespace, command, line => LogInstanceOutput(_log, Name, name, line));
+        LogProcessStarted(_log, Name, name, process.Pid, string.Join(' ', command));
+        return process;
+    }
+
+    private void SaveRecord()
+    {
+        try
+        {
+            new NetworkRecord
+            {
+                Network = Name,
+                OwnerPid = Environment.ProcessId,
+                Orchestrator = OrchestratorNamespace,
+                Instances = _instanceRecords.Values.Select(i => i.Namespace).Order(StringComparer.Ordinal).ToArray(),
+            }.Save(_options.RecordDirectory);
+        }
+        catch (IOException e)
+        {
+            LogRecordFailed(_log, Name, e.Message);
+        }
+    }
+
+    private ServiceRecord FindService(string service, string field)
+    {
+        if (!ServiceName.TryParse(service, out var name, out var why))
+        {
+            throw new RelayException(ErrorCode.Invalid, field, why);
+        }
+        return _services.TryGetValue(name, out var record)
+            ? record
+            : throw new RelayException(ErrorCode.NotFound, field, $"no service '{name}' in network '{Name}'");
+    }
+
+    private InstanceRecord? FindInstance(string instance, string field, ErrorCollector errors)
+    {
+        if (instance is not null && _instanceRecords.TryGetValue(instance.ToLowerInvariant(), out var record))
+        {
+            return record;
+        }
+        errors.Add(ErrorCode.NotFound, field, $"no instance '{instance}' in network '{Name}'");
+        return null;
+    }
+
+    private IEnumerable<InstanceRecord> InstancesOf(ServiceName service) => _instanceRecords.Values.Where(i => i.Service == service);
+
+    private string GenerateInstanceName(ServiceName service)
+    {
+        var label = service.Value.Split('.')[0];
+        label = label.Length > 50 ? label[..50].TrimEnd('-') : label;
+        for (var n = _nextIndex; ; n++)
+        {
+            var candidate = $"{label}-{n}";
+            if (!_instanceRecords.ContainsKey(candidate))
+            {
+                return candidate;
+            }
+        }
+    }
+
+    private static void ValidateCommand(IReadOnlyList<string> command, string field, ErrorCollector errors)
+    {
+        if (command.Count == 0 || string.IsNullOrWhiteSpace(command[0]))
+        {
+            errors.Add(ErrorCode.Invalid, field, "the command is empty");
+            return;
+        }
+        if (!ExecutableExists(command[0]))
+        {
+            errors.Add(ErrorCode.NotFound, field, $"'{command[0]}' is not an executable file or a program on PATH");
+        }
+    }
+
+    private static bool ExecutableExists(string program)
+    {
+        if (program.Contains('/'))
+        {
+            return File.Exists(program);
+        }
+        var path = Environment.GetEnvironmentVariable("PATH") ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        return path.Split(':', StringSplitOptions.RemoveEmptyEntries).Any(d => File.Exists(Path.Combine(d, program)));
+    }
+
+    private void CheckDrain(TimeSpan? drain, ErrorCollector errors)
+    {
+        if (drain is { } d && d < TimeSpan.Zero)
+        {
+            errors.Add(ErrorCode.Invalid, "drain", "the drain deadline cannot be negative (0 cuts TCP flows at once)");
+        }
+    }
+
+    private static IPAddress? PickAddress(AddressPool pool, string? requested, string field, ErrorCollector errors)
+    {
+        if (requested is null)
+        {
+            try
+            {
+                return pool.PeekOne(field);
+            }
+            catch (RelayException e)
+            {
+                errors.AddRange(e.Errors);
+                return null;
+            }
+        }
+        if (!IPAddress.TryParse(requested, out var address))
+        {
+            errors.Add(ErrorCode.Invalid, field, $"'{requested}' is not an IP address");
+            return null;
+        }
+        var error = pool.CheckClaim(address, field);
+        if (error is not null)
+        {
+            errors.AddRange([error]);
+            return null;
+        }
+        return address;
+    }
+
+    private static AddressPool? ParsePool(string text, string what, string field, AddressFamily family, ErrorCollector errors)
+    {
+        if (!IpMath.TryParsePrefix(text, out var prefix, out var reason))
+        {
+            errors.Add(ErrorCode.Invalid, field, reason);
+            return null;
+        }
+        if (prefix.BaseAddress.AddressFamily != family)
+        {
+            errors.Add(ErrorCode.Invalid, field, $"{text} is not an {(family == AddressFamily.InterNetwork ? "IPv4" : "IPv6")} prefix");
+            return null;
+        }
+        var size = IpMath.Size(prefix);
+        if (size < 4)
+        {
+            errors.Add(ErrorCode.Invalid, field, $"{text} is too small for a {what} pool");
+            return null;
+        }
+        // Instance pools keep their first host address for the gateway.
+        var reserved = what.StartsWith("instance", StringComparison.Ordinal) ? new[] { Gateway(prefix) } : [];
+        return new AddressPool(what, prefix, reserved);
+    }
+
+    private static void CheckOverlap(AddressPool? a, AddressPool? b, ErrorCollector errors)
+    {
+        if (a is not null && b is not null && (a.Prefix.Contains(b.Prefix.BaseAddress) || b.Prefix.Contains(a.Prefix.BaseAddress)))
+        {
+            errors.Add(ErrorCode.Invalid, "network", $"the {a.Name} pool {a.Prefix} overlaps the {b.Name} pool {b.Prefix}");
+        }
+    }
+
+    private static IPAddress Gateway(IPNetwork prefix) => IpMath.FromInteger(IpMath.ToInteger(prefix.BaseAddress) + 1, prefix.BaseAddress.AddressFamily);
+
+    private static InstanceWiring Wiring(InstanceRecord r) => new(r.Namespace, r.HostInterface, r.Address4, r.Address6);
+
+    private static DataplaneLink Link(InstanceRecord r) => new(r.HostInterface, r.Address4, r.Address6);
+
+    private ServiceInfo Info(ServiceRecord s) => new(
+        s.Name.Value, s.Vip4, s.Vip6, PolicyNames.Of(s.Policy), s.Ports, s.Backends,
+        InstancesOf(s.Name).Select(i => i.Name).Order(StringComparer.Ordinal).ToArray());
+
+    private InstanceInfo Info(InstanceRecord r) => new(
+        r.Name, r.Service.Value, r.Namespace, r.HostInterface, r.Address4, r.Address6, r.State, r.Command,
+        _processes.TryGetValue(r.Name, out var p) && !p.HasExited ? p.Pid : null);
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+}

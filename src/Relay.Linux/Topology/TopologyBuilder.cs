@@ -1,0 +1,135 @@
+using Relay.Core.Errors;
+using Relay.Linux.Namespaces;
+using Relay.Linux.Processes;
+
+namespace Relay.Linux.Topology;
+
+/// <summary>
+/// Creates and removes Relay's namespaces and links. Every object it creates is named so that it
+/// is recognisably Relay's (<c>relay-</c> namespaces, <c>rv</c> links that exist only inside
+/// Relay's namespaces: the host's own namespace never gets a link), and every failure removes
+/// what the failed step had created.
+/// </summary>
+public static class TopologyBuilder
+{
+    /// <summary>
+    /// Creates the orchestrator namespace with forwarding on. Reverse-path filtering is off: Relay's
+    /// own anti-spoofing rule checks each link against the exact addresses of its instance, which is
+    /// stricter, and rp_filter would otherwise depend on the host's defaults.
+    /// </summary>
+    public static NetnsThread CreateOrchestrator(string name)
+    {
+        if (Netns.Exists(name))
+        {
+            throw new RelayException(ErrorCode.Duplicate, "network", $"namespace {name} already exists; run 'relay down' for that network, or pick another name");
+        }
+        Netns.Add(name);
+        NetnsThread? thread = null;
+        try
+        {
+            thread = NetnsThread.Enter(name);
+            foreach (var (key, value) in new[]
+                     {
+                         ("net.ipv4.ip_forward", "1"),
+                         ("net.ipv6.conf.all.forwarding", "1"),
+                         ("net.ipv4.conf.all.rp_filter", "0"),
+                         ("net.ipv4.conf.default.rp_filter", "0"),
+                         ("net.ipv6.conf.all.accept_dad", "0"),
+                         ("net.ipv6.conf.default.accept_dad", "0"),
+                     })
+            {
+                Sysctl.Write(thread, key, value);
+            }
+            IpCommand.Batch(name, ["link set lo up"]);
+            return thread;
+        }
+        catch
+        {
+            thread?.Dispose();
+            Netns.Delete(name);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Creates the instance namespace and its veth, configured on both ends. Three short <c>ip</c>
+    /// processes: namespaces can only be created outside <c>ip -n</c> (its bind mount would be
+    /// private to that process), and each side's addresses are set inside that side's namespace.
+    /// </summary>
+    public static void WireInstance(string orchestrator, Gateways gateways, InstanceWiring w)
+    {
+        if (Netns.Exists(w.Namespace))
+        {
+            throw new RelayException(ErrorCode.Duplicate, "instance", $"namespace {w.Namespace} already exists");
+        }
+        const string eth = InstanceWiring.InstanceInterface;
+        try
+        {
+            IpCommand.Batch(null,
+            [
+                $"netns add {w.Namespace}",
+                // Both ends are created directly in their namespaces: nothing appears in the host's.
+                $"link add {w.HostInterface} netns {orchestrator} type veth peer name {eth} netns {w.Namespace}",
+            ]);
+            using (var inside = NetnsThread.Enter(w.Namespace))
+            {
+                // Addresses are unique by allocation; duplicate address detection would only hold
+                // IPv6 back for a second after the link comes up.
+                Sysctl.Write(inside, "net.ipv6.conf.all.accept_dad", "0");
+                Sysctl.Write(inside, "net.ipv6.conf.default.accept_dad", "0");
+                Sysctl.Write(inside, $"net.ipv6.conf.{eth}.accept_dad", "0");
+            }
+            IpCommand.Batch(orchestrator,
+            [
+                $"link set {w.HostInterface} up",
+                $"addr add {gateways.V4}/32 dev {w.HostInterface}",
+                $"addr add {gateways.V6}/128 dev {w.HostInterface} nodad",
+                $"route add {w.Address4}/32 dev {w.HostInterface}",
+                $"route add {w.Address6}/128 dev {w.HostInterface}",
+            ]);
+            IpCommand.Batch(w.Namespace,
+            [
+                "link set lo up",
+                $"link set {eth} up",
+                $"addr add {w.Address4}/32 dev {eth}",
+                $"addr add {w.Address6}/128 dev {eth} nodad",
+                $"route add {gateways.V4} dev {eth} scope link",
+                $"route add default via {gateways.V4} dev {eth} src {w.Address4}",
+                $"route add {gateways.V6} dev {eth}",
+                $"route add default via {gateways.V6} dev {eth} src {w.Address6}",
+            ]);
+        }
+        catch
+        {
+            UnwireInstance(orchestrator, w);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Removes the instance's link and namespace (whatever part of them exists). The link is
+    /// deleted explicitly: a namespace kept alive by a stray process would otherwise keep its veth.
+    /// </summary>
+    public static void UnwireInstance(string orchestrator, InstanceWiring w)
+    {
+        if (Netns.Exists(orchestrator) && LinkExists(orchestrator, w.HostInterface))
+        {
+            IpCommand.Batch(orchestrator, [$"link delete {w.HostInterface}"]);
+        }
+        Netns.Delete(w.Namespace);
+    }
+
+    /// <summary>True when <paramref name="link"/> exists in <paramref name="netns"/>.</summary>
+    public static bool LinkExists(string netns, string link)
+    {
+        try
+        {
+            IpCommand.Run(["-n", netns, "link", "show", "dev", link]);
+            return true;
+        }
+        catch (RelayException)
+        {
+            return false;
+        }
+    }
+}
