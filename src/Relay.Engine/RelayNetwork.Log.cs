@@ -35,9 +35,6 @@ public sealed partial class RelayNetwork
     [LoggerMessage(EventId = 10, Level = LogLevel.Debug, Message = "network {Network}: instance {Instance}: {Line}")]
     private static partial void LogInstanceOutput(ILogger log, string network, string instance, string line);
 
-    [LoggerMessage(EventId = 11, Level = LogLevel.Error, Message = "network {Network}: nftables refused a transaction: {Error}\n{Commands}")]
-    private static partial void LogNftFailed(ILogger log, string network, string error, string commands);
-
     [LoggerMessage(EventId = 12, Level = LogLevel.Warning, Message = "network {Network}: could not write the record of created namespaces: {Reason}")]
     private static partial void LogRecordFailed(ILogger log, string network, string reason);
 

@@ -11,9 +11,8 @@ using Relay.Core.Errors;
 using Relay.Core.LoadBalancing;
 using Relay.Core.Model;
 using Relay.Core.Naming;
-using Relay.Linux.Conntrack;
+using Relay.Engine.Dataplane;
 using Relay.Linux.Namespaces;
-using Relay.Linux.Nftables;
 using Relay.Linux.Processes;
 using Relay.Linux.Topology;
 
@@ -34,29 +33,25 @@ public sealed partial class RelayNetwork : IDisposable
     private readonly ILogger _log;
     private readonly NetworkOptions _options;
     private readonly NetnsThread _orchestrator;
-    private readonly INftables _nft;
-    private readonly IConntrack _conntrack;
+    private readonly DataplaneRuntime _dataplane;
     private readonly Gateways _gateways;
     private readonly AddressPool _instances4;
     private readonly AddressPool _instances6;
     private readonly AddressPool _virtual4;
     private readonly AddressPool _virtual6;
-    private readonly DataplaneImage _image = new();
     private readonly Dictionary<ServiceName, ServiceRecord> _services = [];
     private readonly Dictionary<string, InstanceRecord> _instanceRecords = new(StringComparer.Ordinal);
     private readonly Dictionary<string, NamespacedProcess> _processes = new(StringComparer.Ordinal);
     private readonly List<Task> _drains = [];
-    private bool _dirty = true;
     private int _nextIndex = 1;
     private bool _disposed;
 
-    private RelayNetwork(NetworkOptions options, ILogger log, NetnsThread orchestrator, INftables nft, IConntrack conntrack, AddressPool[] pools)
+    private RelayNetwork(NetworkOptions options, ILogger log, NetnsThread orchestrator, DataplaneRuntime dataplane, AddressPool[] pools)
     {
         _options = options;
         _log = log;
         _orchestrator = orchestrator;
-        _nft = nft;
-        _conntrack = conntrack;
+        _dataplane = dataplane;
         (_instances4, _instances6, _virtual4, _virtual6) = (pools[0], pools[1], pools[2], pools[3]);
         _gateways = new Gateways(Gateway(_instances4.Prefix), Gateway(_instances6.Prefix));
         Name = options.Name;
@@ -105,22 +100,18 @@ public sealed partial class RelayNetwork : IDisposable
 
         var ns = NetworkNames.Orchestrator(options.Name);
         var thread = TopologyBuilder.CreateOrchestrator(ns);
-        INftables? nft = null;
-        IConntrack? ct = null;
+        DataplaneRuntime? dataplane = null;
         try
         {
-            nft = NftContext.Open(thread);
-            ct = thread.Invoke(() => (IConntrack)ConntrackClient.Open());
-            var network = new RelayNetwork(options, log, thread, nft, ct, pools!);
-            network.ApplyLocked([], [], [], []);
+            dataplane = DataplaneRuntime.Open(thread, options.Name, log);
+            var network = new RelayNetwork(options, log, thread, dataplane, pools!);
             network.SaveRecord();
             LogCreated(log, options.Name, ns);
             return network;
         }
         catch
         {
-            ct?.Dispose();
-            nft?.Dispose();
+            dataplane?.Dispose();
             thread.Dispose();
             Netns.Delete(ns);
             throw;
@@ -491,16 +482,15 @@ public sealed partial class RelayNetwork : IDisposable
         lock (_gate)
         {
             ThrowIfDisposed();
-            _dirty = true;
-            ApplyLocked([], [], [], []);
+            _dataplane.Resync();
         }
     }
 
     /// <summary>Relay's table as nft lists it (for inspection and tests).</summary>
-    public string ListTable() => _nft.Run($"list table {NftNames.QualifiedTable}");
+    public string ListTable() => _dataplane.ListTable();
 
     /// <summary>Conntrack entries of the orchestrator namespace.</summary>
-    public IReadOnlyList<ConntrackEntry> ListFlows() => _conntrack.List();
+    public IReadOnlyList<ConntrackEntry> ListFlows() => _dataplane.ListFlows();
 
     // ---------------------------------------------------------------- teardown
 
@@ -530,8 +520,7 @@ public sealed partial class RelayNetwork : IDisposable
                 Try(() => Netns.Delete(record.Namespace));
             }
             _instanceRecords.Clear();
-            Try(_conntrack.Dispose);
-            Try(_nft.Dispose);
+            Try(_dataplane.Dispose);
             Try(_orchestrator.Dispose);
             Try(() => NamespacedProcess.KillNamespace(OrchestratorNamespace));
             Try(() => Netns.Delete(OrchestratorNamespace));
@@ -559,27 +548,7 @@ public sealed partial class RelayNetwork : IDisposable
     // ---------------------------------------------------------------- internals
 
     private void ApplyLocked(IReadOnlyCollection<ServiceRecord> services, IReadOnlyCollection<string> removedServices, IReadOnlyCollection<DataplaneLink> links, IReadOnlyCollection<string> removedLinks)
-    {
-        var plan = _image.Plan(services.Select(ToDataplane), removedServices, links, removedLinks);
-        var tx = _dirty ? NftScript.Full(_image.ToRuleset(plan)) : plan.Transaction;
-        if (!tx.IsEmpty)
-        {
-            try
-            {
-                _nft.Run(tx.ToString());
-            }
-            catch (NftException e)
-            {
-                // The kernel rejected the whole transaction, so it still holds the previous state;
-                // resync fully next time anyway in case the table was changed behind our back.
-                _dirty = true;
-                LogNftFailed(_log, Name, e.Error, e.Commands);
-                throw new RelayException(ErrorCode.Kernel, "dataplane", e.Message, e);
-            }
-        }
-        _image.Commit(plan);
-        _dirty = false;
-    }
+        => _dataplane.Apply(services.Select(ToDataplane), removedServices, links, removedLinks);
 
     private DataplaneService ToDataplane(ServiceRecord s)
     {
@@ -591,23 +560,19 @@ public sealed partial class RelayNetwork : IDisposable
         => s with { Backends = backends, MaglevTableSize = Maglev.GrowTableSize(s.MaglevTableSize, backends.Count) };
 
     private int DeleteStaleStatelessFlows(ServiceRecord svc, IReadOnlyList<InstanceRecord> old)
-    {
-        var stale = new StaleFlows([svc.Vip4, svc.Vip6], old.SelectMany(o => new[] { o.Address4, o.Address6 }));
-        var entries = _conntrack.List().Where(stale.IsStatelessMatch).ToArray();
-        return entries.Length == 0 ? 0 : _conntrack.Delete(entries);
-    }
+        => _dataplane.DeleteStaleStatelessFlows([svc.Vip4, svc.Vip6], old.SelectMany(o => new[] { o.Address4, o.Address6 }));
 
     private Task<DrainResult> StartDrain(InstanceRecord record, ServiceRecord svc, TimeSpan deadline, long started)
     {
         var task = Task.Run(async () =>
         {
             var stale = new StaleFlows([svc.Vip4, svc.Vip6], [record.Address4, record.Address6]);
-            var atStart = _conntrack.List().Count(stale.IsDrainingTcp);
+            var atStart = _dataplane.TcpFlows([svc.Vip4, svc.Vip6], [record.Address4, record.Address6]).Count(stale.IsDrainingTcp);
             var until = started + (long)(deadline.TotalSeconds * Stopwatch.Frequency);
             var cut = 0;
             while (true)
             {
-                var open = _conntrack.List().Where(stale.IsTcpMatch).ToArray();
+                var open = _dataplane.TcpFlows([svc.Vip4, svc.Vip6], [record.Address4, record.Address6]);
                 if (!open.Any(stale.IsDrainingTcp))
                 {
                     break;
@@ -618,7 +583,7 @@ public sealed partial class RelayNetwork : IDisposable
                     // segment is picked up afresh, reaches an instance without that connection
                     // and gets a reset instead of silence.
                     cut = open.Count(stale.IsDrainingTcp);
-                    _conntrack.Delete(open);
+                    _dataplane.DeleteFlows(open);
                     break;
                 }
                 await Task.Delay(TimeSpan.FromMilliseconds(100)).ConfigureAwait(false);

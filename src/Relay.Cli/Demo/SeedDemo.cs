@@ -79,14 +79,18 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
             Say($"spread: 300 UDP flows from c.com to a.com ({a.Vip4}:{UdpPort}, round-robin): " +
                 string.Join(", ", spread.Select(kv => $"{kv.Key} {kv.Value}")));
 
+            // The fixed-port stream lands on one a.com instance; the OTHER one pings b.com, so that
+            // moving the instance that holds the stream never stops the pinger.
             using var stream = new UdpStream(c1.Namespace, new IPEndPoint(a.Vip4, UdpPort), FixedSourcePort, TimeSpan.FromMilliseconds(1));
+            await Task.Delay(200, cancellationToken).ConfigureAwait(false);
+            var pinger = sinks.MinBy(kv => kv.Value.LastTimestamp).Key;
             var pingArgs = options.PingInterval == TimeSpan.Zero
                 ? new[] { "-f", "-q" }
                 : ["-q", "-i", options.PingInterval.TotalSeconds.ToString("0.######", CultureInfo.InvariantCulture)];
-            using var ping4 = net.Exec(a1.Name, ["ping", .. pingArgs, b.Vip4.ToString()]);
-            using var ping6 = net.Exec(a1.Name, ["ping", .. pingArgs, b.Vip6.ToString()]);
-            Say($"{a1.Name} pings b.com at {b.Vip4} and {b.Vip6} ({(options.PingInterval == TimeSpan.Zero ? "flood" : "every " + options.PingInterval.TotalMilliseconds + " ms")}); " +
-                $"c.com streams UDP from port {FixedSourcePort} to a.com at 1000 datagrams/s");
+            using var ping4 = net.Exec(pinger, ["ping", .. pingArgs, b.Vip4.ToString()]);
+            using var ping6 = net.Exec(pinger, ["ping", .. pingArgs, b.Vip6.ToString()]);
+            Say($"c.com streams UDP from port {FixedSourcePort} to a.com at 1000 datagrams/s; it landed on {Holder(sinks)}");
+            Say($"{pinger} (a.com) pings b.com at {b.Vip4} and {b.Vip6} ({(options.PingInterval == TimeSpan.Zero ? "ping -f" : "every " + options.PingInterval.TotalMilliseconds + " ms")})");
             await Task.Delay(300, cancellationToken).ConfigureAwait(false);
 
             output.WriteLine();
@@ -111,22 +115,25 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
                 }
                 repoints.Add(m.RepointTime.TotalMicroseconds);
 
-                // Every fifth time, a.com's instance holding the fixed-port flow moves too.
+                // Every fifth time an a.com instance moves too: the one holding the fixed-port
+                // flow (the flow follows it), or, if the flow is on the pinger, the other one
+                // (the flow stays where it is).
                 var note = "";
                 if (n % 5 == 0)
                 {
-                    var holder = sinks.MaxBy(kv => kv.Value.LastTimestamp).Key;
+                    var holder = Holder(sinks);
+                    var moving = holder != pinger ? holder : net.GetService("a.com").Backends.First(x => x != pinger);
                     var freshA = net.AddInstance("a.com", new InstanceOptions { Standby = true });
                     sinks[freshA.Name] = new UdpSink(freshA.Namespace, AddressFamily.InterNetwork, UdpPort);
-                    net.Migrate("a.com", holder, freshA.Name);
+                    net.Migrate("a.com", moving, freshA.Name);
                     var cutoff = stream.LastSent;
-                    // Let the old instance's sink drain what the kernel delivered before the call returned.
+                    // Let the old instance's sink read what the kernel delivered before the call returned.
                     await Task.Delay(50, cancellationToken).ConfigureAwait(false);
-                    late += sinks[holder].Sequences.Count(s => s > cutoff);
-                    moves++;
-                    note = $"  (a.com moved {holder} -> {freshA.Name})";
+                    late += sinks[moving].Sequences.Count(s => s > cutoff);
+                    moves += moving == holder ? 1 : 0;
+                    note = $"  (a.com moved {moving} -> {freshA.Name})";
                 }
-                var at = sinks.MaxBy(kv => kv.Value.LastTimestamp).Key;
+                var at = Holder(sinks);
                 output.WriteLine($"{n,3}  {m.From,-10} {m.To,-10} {Us(m.RepointTime.TotalMicroseconds),9} {Us(Stopwatch.GetElapsedTime(m.Repointed, m.Cleaned).TotalMicroseconds),9} {Us(switchUs),9} {m.StaleFlowsDeleted,5}   {at,-12} " +
                     string.Join(" ", sinks.Select(kv => $"{kv.Key}={kv.Value.Count}")) + note);
                 await Task.Delay(options.Pause, cancellationToken).ConfigureAwait(false);
@@ -140,7 +147,8 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
             var udpSent = stream.LastSent;
             stream.Dispose();
             await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
-            var received = sinks.Values.SelectMany(s => s.Sequences).Where(s => s <= udpSent).Distinct().LongCount();
+            // Sequence 0 is the spread burst's payload; the stream numbers from 1.
+            var received = sinks.Values.SelectMany(s => s.Sequences).Where(s => s >= 1 && s <= udpSent).Distinct().LongCount();
 
             output.WriteLine();
             Say($"ping IPv4: {s4} sent, {r4} received; IPv6: {s6} sent, {r6} received");
@@ -189,6 +197,9 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
         }
         return sinks.ToDictionary(kv => kv.Key, kv => kv.Value.Count - before[kv.Key]);
     }
+
+    /// <summary>The a.com instance that received the fixed-port stream last.</summary>
+    private static string Holder(Dictionary<string, UdpSink> sinks) => sinks.MaxBy(kv => kv.Value.LastTimestamp).Key;
 
     private static (long Sent, long Received) PingTotals(NamespacedProcess ping)
     {

@@ -27,7 +27,7 @@ public sealed class UdpStream : IDisposable
         _thread.Start();
     }
 
-    /// <summary>The sequence number of the latest datagram sent (the first is 1).</summary>
+    /// <summary>The sequence number of the latest datagram handed to the kernel, or about to be (the first is 1).</summary>
     public long LastSent => Interlocked.Read(ref _sequence);
 
     private void Run()
@@ -39,6 +39,9 @@ public sealed class UdpStream : IDisposable
         {
             var seq = _sequence + 1;
             BitConverter.TryWriteBytes(buf, seq);
+            // Published before the send: whoever reads LastSent = N knows that datagram N+1 had
+            // not been handed to the kernel yet, so it left after that moment.
+            Interlocked.Exchange(ref _sequence, seq);
             try
             {
                 _socket.SendTo(buf, _to);
@@ -47,7 +50,6 @@ public sealed class UdpStream : IDisposable
             {
                 // A transient error (no route while the service has no instance): keep the rate.
             }
-            Interlocked.Exchange(ref _sequence, seq);
             next += _step;
             // Sleep while far from the next send, spin the last millisecond: a steady rate without
             // burning a core for slow streams.

@@ -242,7 +242,11 @@ public sealed class ConntrackClient : IConntrack
     private static bool HasPorts(byte protocol) => protocol is IpProtocols.Tcp or IpProtocols.Udp or IpProtocols.Sctp
         or 33 /* DCCP */ or 47 /* GRE */ or 136 /* UDP-Lite */;
 
-    private static bool TryParseEntry(in NetlinkMessage message, out ConntrackEntry entry)
+    /// <summary>
+    /// Parses a dump message into an entry; false (and no entry) for a message that is not
+    /// IPCTNL_MSG_CT_NEW. Malformed attributes throw <see cref="InvalidDataException"/>.
+    /// </summary>
+    internal static bool TryParseEntry(in NetlinkMessage message, out ConntrackEntry entry)
     {
         entry = null!;
         // A dump answers with IPCTNL_MSG_CT_NEW messages; anything else is not an entry.
@@ -250,6 +254,18 @@ public sealed class ConntrackClient : IConntrack
         {
             return false;
         }
+        entry = ParseEntry(message);
+        return true;
+    }
+
+    /// <summary>
+    /// Parses the attributes of a ctnetlink conntrack message whatever its operation: a dump entry or
+    /// NEW event (IPCTNL_MSG_CT_NEW) and a DESTROY event (IPCTNL_MSG_CT_DELETE) carry the same
+    /// attributes. Throws <see cref="InvalidDataException"/> if the message is malformed or lacks
+    /// either tuple.
+    /// </summary>
+    internal static ConntrackEntry ParseEntry(in NetlinkMessage message)
+    {
         ConntrackTuple? original = null, reply = null;
         TcpConntrackState? tcpState = null;
         ushort zone = 0;
@@ -280,8 +296,7 @@ public sealed class ConntrackClient : IConntrack
         {
             throw new InvalidDataException("ctnetlink: an entry lacks its original or reply tuple");
         }
-        entry = new ConntrackEntry(original, reply, original.Protocol == IpProtocols.Tcp ? tcpState : null, zone, mark);
-        return true;
+        return new ConntrackEntry(original, reply, original.Protocol == IpProtocols.Tcp ? tcpState : null, zone, mark);
     }
 
     private static ConntrackTuple ParseTuple(NetlinkAttributeReader attributes)

@@ -9,6 +9,25 @@ namespace Relay.Linux.Netlink;
 /// <param name="Detail">The kernel's extended-ack text, when it sent one.</param>
 internal readonly record struct NetlinkAck(int Errno, string? Detail);
 
+/// <summary>What a non-blocking receive on a multicast (notification) socket found.</summary>
+internal enum NetlinkNotification
+{
+    /// <summary>A datagram was read.</summary>
+    Datagram,
+
+    /// <summary>Nothing is queued (EAGAIN).</summary>
+    None,
+
+    /// <summary>
+    /// The kernel dropped notifications because the receive queue was full (recv returned ENOBUFS):
+    /// whatever state the notifications describe is incomplete from here on.
+    /// </summary>
+    Overrun,
+
+    /// <summary>A datagram was larger than the buffer and was cut: its notifications are lost.</summary>
+    Truncated,
+}
+
 /// <summary>
 /// A netlink socket to the kernel (AF_NETLINK, SOCK_RAW) for one protocol family.
 /// <para>
@@ -46,7 +65,19 @@ internal sealed class NetlinkSocket : IDisposable
 
     /// <summary>Opens a socket for netlink <paramref name="protocol"/> (NETLINK_NETFILTER, ...) in the calling thread's network namespace.</summary>
     public NetlinkSocket(int protocol)
+        : this(protocol, groups: 0, RequestedReceiveBuffer)
     {
+    }
+
+    /// <summary>
+    /// Opens a socket for netlink <paramref name="protocol"/> in the calling thread's network namespace,
+    /// subscribed at bind to the multicast <paramref name="groups"/> (the nl_groups bit mask: bit n-1
+    /// for group n; 0 for none), asking for <paramref name="receiveBuffer"/> bytes of receive buffer
+    /// (SO_RCVBUFFORCE, else SO_RCVBUF capped by net.core.rmem_max).
+    /// </summary>
+    public NetlinkSocket(int protocol, uint groups, int receiveBuffer)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(receiveBuffer);
         Protocol = protocol;
         var fd = Libc.Socket(Libc.AF_NETLINK, Libc.SOCK_RAW | Libc.SOCK_CLOEXEC, protocol);
         if (fd < 0)
@@ -56,14 +87,14 @@ internal sealed class NetlinkSocket : IDisposable
         _fd = new SafeFd(fd);
         try
         {
-            SetReceiveBuffer();
+            SetReceiveBuffer(receiveBuffer);
             // Best effort: both only improve diagnostics and ack size, and older kernels lack them.
             TrySetInt(Libc.SOL_NETLINK, Libc.NETLINK_EXT_ACK, 1);
             // Without CAP_ACK every error ack echoes the whole request; a batch of deletes whose
             // entries are gone would then need far more receive buffer than the requests did.
             TrySetInt(Libc.SOL_NETLINK, Libc.NETLINK_CAP_ACK, 1);
             SetReceiveTimeout();
-            PortId = Bind();
+            PortId = Bind(groups);
             ReceiveBufferSize = GetInt(Libc.SOL_SOCKET, Libc.SO_RCVBUF);
             // Start away from 0 so a stray message with a zero sequence never matches a request.
             _sequence = (uint)Environment.TickCount | 1;
@@ -83,6 +114,68 @@ internal sealed class NetlinkSocket : IDisposable
 
     /// <summary>The receive buffer the kernel granted (as getsockopt reports it, overhead included).</summary>
     public int ReceiveBufferSize { get; }
+
+    /// <summary>
+    /// The descriptor, for waiting on it (poll). Receiving and sending go through this class: use
+    /// <see cref="SafeHandle.DangerousAddRef"/> while the number is in use so a concurrent
+    /// <see cref="Dispose"/> cannot close it (and the number be reused) underneath.
+    /// </summary>
+    public SafeFd Handle => _fd;
+
+    /// <summary>
+    /// Reads one queued datagram into <paramref name="buffer"/> without blocking: for a socket bound
+    /// to multicast groups, whose datagrams are notifications (nlmsg_seq 0, nlmsg_pid 0), not replies.
+    /// It takes no lock, so it must not be mixed with <see cref="Dump"/> or <see cref="Acknowledge"/>
+    /// on the same socket. ENOBUFS (the kernel dropped notifications) is reported, not thrown; the
+    /// kernel reports it once per overrun, and the datagrams still queued can be read after it.
+    /// </summary>
+    /// <param name="buffer">Where the datagram goes.</param>
+    /// <param name="length">The datagram's length when <see cref="NetlinkNotification.Datagram"/> is returned; else 0.</param>
+    /// <exception cref="ObjectDisposedException">The socket is closed.</exception>
+    /// <exception cref="SystemCallException">recv failed with another errno.</exception>
+    public unsafe NetlinkNotification ReceiveNotification(Span<byte> buffer, out int length)
+    {
+        length = 0;
+        var added = false;
+        // Throws ObjectDisposedException once closed; holds the descriptor open while recv runs.
+        _fd.DangerousAddRef(ref added);
+        try
+        {
+            nint received;
+            int errno;
+            fixed (byte* p = buffer)
+            {
+                do
+                {
+                    received = Libc.Recv(_fd.Fd, p, buffer.Length, Libc.MSG_TRUNC | Libc.MSG_DONTWAIT);
+                    errno = received < 0 ? Marshal.GetLastPInvokeError() : 0;
+                }
+                while (received < 0 && errno == (int)Errno.EINTR);
+            }
+            if (received < 0)
+            {
+                return errno switch
+                {
+                    (int)Errno.EAGAIN => NetlinkNotification.None,
+                    (int)Errno.ENOBUFS => NetlinkNotification.Overrun,
+                    _ => throw new SystemCallException("recv(netlink notifications)", errno),
+                };
+            }
+            if (received > buffer.Length)
+            {
+                return NetlinkNotification.Truncated;
+            }
+            length = (int)received;
+            return NetlinkNotification.Datagram;
+        }
+        finally
+        {
+            if (added)
+            {
+                _fd.DangerousRelease();
+            }
+        }
+    }
 
     /// <summary>
     /// Sends the single dump request in <paramref name="request"/> (its sequence number is assigned
@@ -274,11 +367,11 @@ internal sealed class NetlinkSocket : IDisposable
         return (int)received;
     }
 
-    private void SetReceiveBuffer()
+    private void SetReceiveBuffer(int bytes)
     {
         // SO_RCVBUFFORCE passes rmem_max but needs CAP_NET_ADMIN; without it the capped SO_RCVBUF is what we get.
-        if (!TrySetInt(Libc.SOL_SOCKET, Libc.SO_RCVBUFFORCE, RequestedReceiveBuffer)
-            && !TrySetInt(Libc.SOL_SOCKET, Libc.SO_RCVBUF, RequestedReceiveBuffer))
+        if (!TrySetInt(Libc.SOL_SOCKET, Libc.SO_RCVBUFFORCE, bytes)
+            && !TrySetInt(Libc.SOL_SOCKET, Libc.SO_RCVBUF, bytes))
         {
             throw new SystemCallException("setsockopt(SO_RCVBUF)", Marshal.GetLastPInvokeError());
         }
@@ -294,12 +387,14 @@ internal sealed class NetlinkSocket : IDisposable
         }
     }
 
-    private unsafe uint Bind()
+    private unsafe uint Bind(uint groups)
     {
         // nl_pid 0: the kernel picks a unique port id, so several sockets in one process never collide.
+        // nl_groups subscribes to the multicast groups in the mask (groups 1..32) from this moment on.
         var address = stackalloc byte[Libc.SizeOfSockaddrNl];
         new Span<byte>(address, Libc.SizeOfSockaddrNl).Clear();
         *(ushort*)address = Libc.AF_NETLINK;
+        *(uint*)(address + 8) = groups;
         if (Libc.Bind(_fd.Fd, address, Libc.SizeOfSockaddrNl) != 0)
         {
             throw new SystemCallException("bind(AF_NETLINK)", Marshal.GetLastPInvokeError());

@@ -1,0 +1,199 @@
+using System.Diagnostics;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Relay.Core.Conntrack;
+using Relay.Core.Dataplane;
+using Relay.Core.Errors;
+using Relay.Linux.Conntrack;
+using Relay.Linux.Namespaces;
+using Relay.Linux.Nftables;
+
+namespace Relay.Engine.Dataplane;
+
+/// <summary>
+/// The data plane of one orchestrator namespace, kept open for the life of the network: one
+/// libnftables context, one ctnetlink socket, and an event-fed index of the namespace's conntrack
+/// entries. Every change is one nft transaction; stale flows are found in the index, never by
+/// dumping the kernel's table on the hot path (a dump walks the host's whole conntrack hash table:
+/// ~3.5 ms whatever the number of entries, see docs/decisions/002-conntrack-index.md).
+/// </summary>
+public sealed partial class DataplaneRuntime : IDisposable
+{
+    private readonly object _gate = new();
+    private readonly ILogger _log;
+    private readonly string _name;
+    private readonly INftables _nft;
+    private readonly IConntrack _conntrack;
+    private readonly ConntrackFlowTable _flows;
+    private readonly DataplaneImage _image = new();
+    private bool _dirty = true;
+
+    private DataplaneRuntime(string name, INftables nft, IConntrack conntrack, ConntrackFlowTable flows, ILogger log)
+    {
+        _name = name;
+        _nft = nft;
+        _conntrack = conntrack;
+        _flows = flows;
+        _log = log;
+    }
+
+    /// <summary>
+    /// Opens the handles inside <paramref name="orchestrator"/>'s namespace and installs Relay's
+    /// table, empty, in one transaction (replacing any table of that name left there).
+    /// </summary>
+    public static DataplaneRuntime Open(NetnsThread orchestrator, string name, ILogger? log = null)
+    {
+        INftables? nft = null;
+        IConntrack? ct = null;
+        ConntrackFlowTable? flows = null;
+        try
+        {
+            nft = NftContext.Open(orchestrator);
+            // Install the (empty) table first: its nat chains load conntrack into the namespace,
+            // which the sysctl below and the event subscription need.
+            nft.Run(NftScript.Full(NftRuleset.Empty).ToString());
+            // Events for every entry, including any created before the subscription (the default,
+            // 2, only reports entries created after someone listened).
+            Sysctl.Write(orchestrator, "net.netfilter.nf_conntrack_events", "1");
+            ct = orchestrator.Invoke(() => (IConntrack)ConntrackClient.Open());
+            var client = ct;
+            flows = orchestrator.Invoke(() => ConntrackFlowTable.Open(client));
+            var runtime = new DataplaneRuntime(name, nft, ct, flows, log ?? NullLogger.Instance);
+            runtime.Apply([]);
+            return runtime;
+        }
+        catch
+        {
+            flows?.Dispose();
+            ct?.Dispose();
+            nft?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Number of services the kernel holds.</summary>
+    public int ServiceCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _image.ServiceCount;
+            }
+        }
+    }
+
+    /// <summary>Conntrack entries in the index.</summary>
+    public int IndexedFlows => _flows.Count;
+
+    /// <summary>
+    /// Sets <paramref name="services"/> (added or replaced), removes <paramref name="removedServices"/>,
+    /// and likewise for links, in ONE transaction that emits only what changed (the whole table after a
+    /// failure). On failure the kernel still holds the previous state and a <see cref="RelayException"/>
+    /// (<see cref="ErrorCode.Kernel"/>) is thrown.
+    /// </summary>
+    public void Apply(
+        IEnumerable<DataplaneService> services,
+        IEnumerable<string>? removedServices = null,
+        IEnumerable<DataplaneLink>? links = null,
+        IEnumerable<string>? removedLinks = null)
+    {
+        lock (_gate)
+        {
+            var started = Stopwatch.GetTimestamp();
+            var plan = _image.Plan(services, removedServices, links, removedLinks);
+            var tx = _dirty ? NftScript.Full(_image.ToRuleset(plan)) : plan.Transaction;
+            if (!tx.IsEmpty)
+            {
+                var text = tx.ToString();
+                var planned = Stopwatch.GetTimestamp();
+                try
+                {
+                    _nft.Run(text);
+                }
+                catch (NftException e)
+                {
+                    // The kernel rejected the whole transaction, so it still holds the previous
+                    // state; resync fully next time anyway, in case the table was changed behind
+                    // our back.
+                    _dirty = true;
+                    LogNftFailed(_log, _name, e.Error, e.Commands);
+                    throw new RelayException(ErrorCode.Kernel, "dataplane", e.Message, e);
+                }
+                LogTransaction(_log, _name, tx.IsFull ? "full" : "incremental", tx.Commands, tx.ElementsAdded, tx.ElementsDeleted,
+                    Stopwatch.GetElapsedTime(started, planned).TotalMicroseconds, Stopwatch.GetElapsedTime(planned).TotalMicroseconds, text);
+            }
+            _image.Commit(plan);
+            _dirty = false;
+        }
+    }
+
+    /// <summary>Reinstalls the whole table from memory in one transaction (the recovery path).</summary>
+    public void Resync()
+    {
+        lock (_gate)
+        {
+            _dirty = true;
+        }
+        Apply([]);
+    }
+
+    /// <summary>
+    /// Deletes the ICMP/UDP (everything but TCP) conntrack entries whose original destination is one
+    /// of <paramref name="virtualAddresses"/> and whose reply source is one of <paramref name="oldAddresses"/>,
+    /// so their next packet is translated afresh. Call it only after the re-point committed: a packet
+    /// in between would otherwise re-create the old mapping. Returns the number deleted.
+    /// </summary>
+    public int DeleteStaleStatelessFlows(IReadOnlyCollection<IPAddress> virtualAddresses, IEnumerable<IPAddress> oldAddresses)
+    {
+        var stale = new StaleFlows(virtualAddresses, oldAddresses);
+        var entries = _flows.Find(virtualAddresses.ToHashSet(), stale.IsStatelessMatch);
+        if (entries.Count == 0)
+        {
+            return 0;
+        }
+        var deleted = _conntrack.Delete(entries);
+        _flows.Forget(entries);
+        return deleted;
+    }
+
+    /// <summary>TCP entries from <paramref name="virtualAddresses"/> to <paramref name="oldAddresses"/>, from the kernel (a dump: not for hot paths).</summary>
+    public IReadOnlyList<ConntrackEntry> TcpFlows(IReadOnlyCollection<IPAddress> virtualAddresses, IEnumerable<IPAddress> oldAddresses)
+    {
+        var stale = new StaleFlows(virtualAddresses, oldAddresses);
+        return _conntrack.List().Where(stale.IsTcpMatch).ToArray();
+    }
+
+    /// <summary>Deletes <paramref name="entries"/> (already gone ones are fine).</summary>
+    public int DeleteFlows(IReadOnlyCollection<ConntrackEntry> entries)
+    {
+        if (entries.Count == 0)
+        {
+            return 0;
+        }
+        var deleted = _conntrack.Delete(entries);
+        _flows.Forget(entries);
+        return deleted;
+    }
+
+    /// <summary>Every conntrack entry of the namespace (a dump).</summary>
+    public IReadOnlyList<ConntrackEntry> ListFlows() => _conntrack.List();
+
+    /// <summary>Relay's table as nft lists it.</summary>
+    public string ListTable() => _nft.Run($"list table {NftNames.QualifiedTable}");
+
+    /// <summary>Closes the handles (the namespace can then go away).</summary>
+    public void Dispose()
+    {
+        _flows.Dispose();
+        _conntrack.Dispose();
+        _nft.Dispose();
+    }
+
+    [LoggerMessage(EventId = 101, Level = LogLevel.Error, Message = "network {Network}: nftables refused a transaction: {Error}\n{Commands}")]
+    private static partial void LogNftFailed(ILogger log, string network, string error, string commands);
+
+    [LoggerMessage(EventId = 102, Level = LogLevel.Trace, Message = "network {Network}: {Kind} nft transaction, {Commands} commands, +{Added}/-{Deleted} elements, planned in {PlanUs:F0} us, committed in {RunUs:F0} us:\n{Text}")]
+    private static partial void LogTransaction(ILogger log, string network, string kind, int commands, int added, int deleted, double planUs, double runUs, string text);
+}
