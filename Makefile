@@ -7,9 +7,10 @@ CONFIG ?= Release
 # DNS baseline without a system service starting on port 53.
 DEBS := nftables libnftables1 conntrack libnetfilter-conntrack3 iproute2 iputils-ping socat bind9-dnsutils iperf3 dnsmasq-base dnsperf procps
 RELAY := src/Relay.Cli/bin/$(CONFIG)/net10.0/relay
+BENCH := bench/Relay.Bench/bin/$(CONFIG)/net10.0/relay-bench
 TEST_FLAGS ?=
 
-.PHONY: all deps build test demo clean check-root
+.PHONY: all deps build test demo bench clean check-root
 
 all: build
 
@@ -32,6 +33,10 @@ test: build
 
 demo: build
 	$(RELAY) demo
+
+# Benchmarks: writes bench/results.json and docs/benchmarks.md. QUICK=1 for a reduced run.
+bench: build
+	$(BENCH) $(if $(QUICK),--quick)
 
 clean:
 	dotnet clean Relay.slnx -c $(CONFIG) -nologo -v q

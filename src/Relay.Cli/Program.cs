@@ -30,10 +30,9 @@ namespace Relay.Cli
             var network = new Option<string>("--network") { Description = "Name of the demo's network.", DefaultValueFactory = _ => "demo" };
             var migrations = new Option<int>("--migrations", "-n") { Description = "How many times b.com moves to a fresh instance.", DefaultValueFactory = _ => 20 };
             var pause = new Option<int>("--pause-ms") { Description = "Milliseconds between migrations.", DefaultValueFactory = _ => 100 };
-            var interval = new Option<double>("--ping-interval-ms") { Description = "Ping interval in milliseconds; 0 floods (ping -f).", DefaultValueFactory = _ => 0 };
             var cmd = new Command("demo", "Run the seed scenario on the real kernel: a.com pings b.com while b.com is migrated again and again; ends with one line of JSON. Exit code 0 only if no ping was lost.")
             {
-                network, migrations, pause, interval,
+                network, migrations, pause,
             };
             cmd.SetAction((parse, ct) => Guard(async () =>
             {
@@ -44,7 +43,7 @@ namespace Relay.Cli
                     throw new RelayException(ErrorCode.Invalid, "--migrations", "at least one migration is needed");
                 }
                 using var logs = Logging(parse.GetValue(verbose));
-                var options = new DemoOptions(parse.GetRequiredValue(network), n, TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(pause))), TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(interval))));
+                var options = new DemoOptions(parse.GetRequiredValue(network), n, TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(pause))));
                 return await new SeedDemo(options, Console.Out, logs.CreateLogger("relay")).RunAsync(ct).ConfigureAwait(false);
             }));
             return cmd;

@@ -120,3 +120,30 @@ public sealed class NftContextTests : IDisposable
         Assert.Equal(before, _nft.Run("list ruleset"));
     }
 }
+
+/// <summary>The context talks to the namespace it was opened in, whichever thread runs commands.</summary>
+public sealed class NftContextThreadTests
+{
+    [Fact]
+    public void Run_FromAThreadOutsideTheNamespace_ChangesTheContextsNamespaceOnly()
+    {
+        var ns = TestNetwork.UniqueName("relaytest-nftt-");
+        Netns.Add(ns);
+        try
+        {
+            using var thread = NetnsThread.Enter(ns);
+            using var nft = NftContext.Open(thread);
+            var table = "relaytestprobe" + ns[^8..];
+            // This test thread is in the host's namespace; the table must land in ns, and listing
+            // (which fills libnftables' cache) must read ns too.
+            nft.Run($"add table inet {table}\nadd chain inet {table} c\nadd rule inet {table} c counter");
+            Assert.Contains(table, nft.Run("list tables"));
+            Assert.Contains(table, Sh.Ok("ip", "netns", "exec", ns, "nft", "list", "tables"));
+            Assert.DoesNotContain(table, Sh.Ok("nft", "list", "tables"));
+        }
+        finally
+        {
+            Netns.Delete(ns);
+        }
+    }
+}
