@@ -43,8 +43,12 @@ namespace Relay.Cli
                     throw new RelayException(ErrorCode.Invalid, "--migrations", "at least one migration is needed");
                 }
                 using var logs = Logging(parse.GetValue(verbose));
+                // Ctrl-C or SIGTERM stop the demo between steps, and everything it created is removed.
+                using var interrupted = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => Interrupt(c, interrupted));
+                using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => Interrupt(c, interrupted));
                 var options = new DemoOptions(parse.GetRequiredValue(network), n, TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(pause))));
-                return await new SeedDemo(options, Console.Out, logs.CreateLogger("relay")).RunAsync(ct).ConfigureAwait(false);
+                return await new SeedDemo(options, Console.Out, logs.CreateLogger("relay")).RunAsync(interrupted.Token).ConfigureAwait(false);
             }));
             return cmd;
         }
@@ -68,6 +72,12 @@ namespace Relay.Cli
                 return Task.FromResult(0);
             }));
             return cmd;
+        }
+
+        private static void Interrupt(System.Runtime.InteropServices.PosixSignalContext context, CancellationTokenSource cts)
+        {
+            context.Cancel = true;
+            cts.Cancel();
         }
 
         /// <summary>User mistakes become one clear message and exit code 1, never a stack trace.</summary>
