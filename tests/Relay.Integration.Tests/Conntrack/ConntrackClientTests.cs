@@ -18,41 +18,6 @@ namespace Relay.Integration.Tests.Conntrack;
 /// </summary>
 public sealed class ConntrackClientTests
 {
-    /// <summary>
-    /// Conntrack hooks are registered in a namespace only once a rule needs them; these rules do, and
-    /// nothing else. The r/z chains put UDP port 5556 in zone 7 with mark 42, for the zone tests.
-    /// </summary>
-    private const string ConntrackRules = """
-        table inet relaytest {
-            chain zone_out { type filter hook output priority -300; udp dport 5556 ct zone set 7; }
-            chain zone_in { type filter hook prerouting priority -300; udp dport 5556 ct zone set 7; }
-            chain out { type filter hook output priority 0; ct state new counter; udp dport 5556 ct mark set 42; }
-            chain in { type filter hook prerouting priority 0; ct state new counter; }
-        }
-        """;
-
-    /// <summary>
-    /// A ctnetlink dump captured from kernel 6.18 (python, raw AF_NETLINK socket) in a namespace with
-    /// the rules above: ICMP echo 127.0.0.1 id 8092; TCP ::1:40002 -> ::1:8080 ESTABLISHED; UDP
-    /// 127.0.0.1:40001 -> 127.0.0.1:5556 zone 7 mark 42; then NLMSG_DONE. It carries attributes the
-    /// client skips (status, timeout, id, use, protoinfo flags).
-    /// </summary>
-    private const string CapturedDumpHex =
-        "b40000000001020007000000731f0000020000003c00018014000180080001007f000001080002007f00000124000280"
-        + "0500010001000000060004001f9c0000050005000800000005000600000000003c00028014000180080001007f000001"
-        + "080002007f000001240002800500010001000000060004001f9c00000500050000000000050006000000000008000300"
-        + "0000000a080008000000000008000c003f54d95008000b0000000001080007000000001e040100000001020007000000"
-        + "731f00000a0000004c0001802c0001801400030000000000000000000000000000000001140004000000000000000000"
-        + "00000000000000011c0002800500010006000000060002009c420000060003001f9000004c0002802c00018014000300"
-        + "0000000000000000000000000000000114000400000000000000000000000000000000011c0002800500010006000000"
-        + "060002001f900000060003009c420000080003000000000e080008000000000008000c00775c4c9108000b0000000001"
-        + "080007000006977f300004802c0001800500010003000000050002000a000000050003000a0000000600040023000000"
-        + "0600050023000000ac0000000001020007000000731f0000020000003400018014000180080001007f00000108000200"
-        + "7f0000011c0002800500010011000000060002009c4100000600030015b400003400028014000180080001007f000001"
-        + "080002007f0000011c00028005000100110000000600020015b40000060003009c410000060012000007000008000300"
-        + "00000008080008000000002a08000c004a6e4dd108000b0000000001080007000000001d140000000300020007000000"
-        + "731f000000000000";
-
     private static readonly IPAddress Lo4 = IPAddress.Loopback;
     private static readonly IPAddress Lo6 = IPAddress.IPv6Loopback;
 
@@ -411,7 +376,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void ParseDump_CapturedKernelDump_ReturnsEveryEntry()
     {
-        var entries = ConntrackClient.ParseDump(Convert.FromHexString(CapturedDumpHex));
+        var entries = ConntrackClient.ParseDump(Convert.FromHexString(ConntrackFixtures.CapturedDumpHex));
 
         Assert.Equal(3, entries.Count);
         var icmp = entries[0];
@@ -458,7 +423,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void ParseDump_EveryTruncation_ReturnsPartOrThrowsInvalidData()
     {
-        var full = Convert.FromHexString(CapturedDumpHex);
+        var full = Convert.FromHexString(ConntrackFixtures.CapturedDumpHex);
         for (var length = 0; length < full.Length; length++)
         {
             var prefix = full.AsSpan(0, length).ToArray();
@@ -470,7 +435,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void ParseDump_RandomlyCorruptedOrGarbageBytes_ThrowsOnlyCleanExceptions()
     {
-        var original = Convert.FromHexString(CapturedDumpHex);
+        var original = Convert.FromHexString(ConntrackFixtures.CapturedDumpHex);
         // Fixed seed: a failure is reproducible; the iteration number is in the message.
         var random = new Random(20240611);
         for (var i = 0; i < 20000; i++)
@@ -669,7 +634,7 @@ public sealed class ConntrackClientTests
                 IpCommand.Run(["-n", name, "link", "set", "lo", "up"]);
                 if (conntrackRules)
                 {
-                    IpCommand.Run(["netns", "exec", name, "nft", "-f", "-"], ConntrackRules);
+                    IpCommand.Run(["netns", "exec", name, "nft", "-f", "-"], ConntrackFixtures.ConntrackRules);
                 }
                 return new TestNamespace(name, NetnsThread.Enter(name));
             }

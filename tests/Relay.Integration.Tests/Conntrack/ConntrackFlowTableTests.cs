@@ -19,40 +19,6 @@ namespace Relay.Integration.Tests.Conntrack;
 /// </summary>
 public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
 {
-    /// <summary>
-    /// Conntrack is switched on in a namespace only by a rule that needs it. Besides, UDP port 5556
-    /// goes to zone 7 (the zone test).
-    /// </summary>
-    private const string ConntrackRules = """
-        table inet t {
-            chain zo { type filter hook output priority -300; udp dport 5556 ct zone set 7; }
-            chain zp { type filter hook prerouting priority -300; udp dport 5556 ct zone set 7; }
-            chain o { type filter hook output priority 0; ct state new counter; }
-            chain p { type filter hook prerouting priority 0; ct state new counter; }
-        }
-        """;
-
-    /// <summary>
-    /// Three IPCTNL_MSG_CT_NEW messages and NLMSG_DONE, captured from kernel 6.18 (the same capture as
-    /// ConntrackClientTests): ICMP 127.0.0.1 id 8092; TCP ::1:40002 -> ::1:8080; UDP 127.0.0.1:40001 ->
-    /// 127.0.0.1:5556 zone 7. Events carry the same attributes as dump entries.
-    /// </summary>
-    private const string CapturedNewMessagesHex =
-        "b40000000001020007000000731f0000020000003c00018014000180080001007f000001080002007f00000124000280"
-        + "0500010001000000060004001f9c0000050005000800000005000600000000003c00028014000180080001007f000001"
-        + "080002007f000001240002800500010001000000060004001f9c00000500050000000000050006000000000008000300"
-        + "0000000a080008000000000008000c003f54d95008000b0000000001080007000000001e040100000001020007000000"
-        + "731f00000a0000004c0001802c0001801400030000000000000000000000000000000001140004000000000000000000"
-        + "00000000000000011c0002800500010006000000060002009c420000060003001f9000004c0002802c00018014000300"
-        + "0000000000000000000000000000000114000400000000000000000000000000000000011c0002800500010006000000"
-        + "060002001f900000060003009c420000080003000000000e080008000000000008000c00775c4c9108000b0000000001"
-        + "080007000006977f300004802c0001800500010003000000050002000a000000050003000a0000000600040023000000"
-        + "0600050023000000ac0000000001020007000000731f0000020000003400018014000180080001007f00000108000200"
-        + "7f0000011c0002800500010011000000060002009c4100000600030015b400003400028014000180080001007f000001"
-        + "080002007f0000011c00028005000100110000000600020015b40000060003009c410000060012000007000008000300"
-        + "00000008080008000000002a08000c004a6e4dd108000b0000000001080007000000001d140000000300020007000000"
-        + "731f000000000000";
-
     private static readonly IPAddress Lo4 = IPAddress.Loopback;
     private static readonly IPAddress Lo6 = IPAddress.IPv6Loopback;
     private static readonly IPAddress Other4 = IPAddress.Parse("127.0.0.2");
@@ -289,7 +255,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     {
         using var ns = TestNamespace.Create();
         var table = ns.OpenTable(ns.OpenClient());
-        var news = Convert.FromHexString(CapturedNewMessagesHex);
+        var news = Convert.FromHexString(ConntrackFixtures.CapturedDumpHex);
 
         table.ApplyDatagram(news);
 
@@ -478,7 +444,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
             try
             {
                 IpCommand.Run(["-n", name, "link", "set", "lo", "up"]);
-                IpCommand.Run(["netns", "exec", name, "nft", "-f", "-"], ConntrackRules);
+                IpCommand.Run(["netns", "exec", name, "nft", "-f", "-"], ConntrackFixtures.ConntrackRules);
                 return new TestNamespace(name, NetnsThread.Enter(name));
             }
             catch

@@ -81,15 +81,7 @@ public sealed class MigrationTests
     public async Task Migrate_OpenTcpConnection_DrainsOnOldInstance_NewConnectionsGoToNew()
     {
         using var t = new TestNetwork();
-        var net = t.Network;
-        net.AddService(new ServiceOptions { Name = "client.test" });
-        var svc = net.AddService(new ServiceOptions { Name = "echo.test" });
-        var client = net.AddInstance("client.test");
-        var b1 = net.AddInstance("echo.test", new InstanceOptions { Name = "b1", Command = EchoServer("b1") });
-        var b2 = net.AddInstance("echo.test", new InstanceOptions { Name = "b2", Command = EchoServer("b2"), Standby = true });
-        WaitListening(b1.Namespace);
-        WaitListening(b2.Namespace);
-        var vip = new IPEndPoint(svc.Vip4, 7000);
+        var (net, client, b1, vip) = EchoPair(t);
 
         using var old = NsSockets.TcpConnect(client.Namespace, vip);
         Assert.Equal("b1", ReadLine(old));
@@ -113,16 +105,9 @@ public sealed class MigrationTests
     public async Task Migrate_DeadlineZero_CutsOpenTcpConnection()
     {
         using var t = new TestNetwork();
-        var net = t.Network;
-        net.AddService(new ServiceOptions { Name = "client.test" });
-        var svc = net.AddService(new ServiceOptions { Name = "echo.test" });
-        var client = net.AddInstance("client.test");
-        var b1 = net.AddInstance("echo.test", new InstanceOptions { Name = "b1", Command = EchoServer("b1") });
-        var b2 = net.AddInstance("echo.test", new InstanceOptions { Name = "b2", Command = EchoServer("b2"), Standby = true });
-        WaitListening(b1.Namespace);
-        WaitListening(b2.Namespace);
+        var (net, client, b1, vip) = EchoPair(t);
 
-        using var old = NsSockets.TcpConnect(client.Namespace, new IPEndPoint(svc.Vip4, 7000));
+        using var old = NsSockets.TcpConnect(client.Namespace, vip);
         Assert.Equal("b1", ReadLine(old));
         var m = net.Migrate("echo.test", "b1", "b2", TimeSpan.Zero);
         var drained = await m.Drained.WaitAsync(TimeSpan.FromSeconds(10));
@@ -141,6 +126,20 @@ public sealed class MigrationTests
             failed = true;
         }
         Assert.True(failed, "the old connection should have been cut");
+    }
+
+    /// <summary>A client and an echo service with b1 in the balancer and b2 in standby, both serving TCP 7000.</summary>
+    private static (RelayNetwork Net, InstanceInfo Client, InstanceInfo B1, IPEndPoint Vip) EchoPair(TestNetwork t)
+    {
+        var net = t.Network;
+        net.AddService(new ServiceOptions { Name = "client.test" });
+        var svc = net.AddService(new ServiceOptions { Name = "echo.test" });
+        var client = net.AddInstance("client.test");
+        var b1 = net.AddInstance("echo.test", new InstanceOptions { Name = "b1", Command = EchoServer("b1") });
+        var b2 = net.AddInstance("echo.test", new InstanceOptions { Name = "b2", Command = EchoServer("b2"), Standby = true });
+        WaitListening(b1.Namespace);
+        WaitListening(b2.Namespace);
+        return (net, client, b1, new IPEndPoint(svc.Vip4, 7000));
     }
 
     private static bool Netns(string name) => Relay.Linux.Namespaces.Netns.Exists(name);
