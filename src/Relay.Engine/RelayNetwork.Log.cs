@@ -38,6 +38,9 @@ public sealed partial class RelayNetwork
     [LoggerMessage(EventId = 12, Level = LogLevel.Warning, Message = "network {Network}: could not write the record of created namespaces: {Reason}")]
     private static partial void LogRecordFailed(ILogger log, string network, string reason);
 
+    [LoggerMessage(EventId = 14, Level = LogLevel.Warning, Message = "network {Network}: instance {Instance}: {Count} stateless flows still pointed at it after its migration (deleted now)")]
+    private static partial void LogStragglers(ILogger log, string network, string instance, int count);
+
     [LoggerMessage(EventId = 13, Level = LogLevel.Information, Message = "network {Network}: torn down")]
     private static partial void LogTornDown(ILogger log, string network);
 }

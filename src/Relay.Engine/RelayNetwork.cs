@@ -42,7 +42,6 @@ public sealed partial class RelayNetwork : IDisposable
     private readonly Dictionary<ServiceName, ServiceRecord> _services = [];
     private readonly Dictionary<string, InstanceRecord> _instanceRecords = new(StringComparer.Ordinal);
     private readonly Dictionary<string, NamespacedProcess> _processes = new(StringComparer.Ordinal);
-    private readonly List<Task> _drains = [];
     private int _nextIndex = 1;
     private bool _disposed;
 
@@ -509,10 +508,8 @@ public sealed partial class RelayNetwork : IDisposable
                 return;
             }
             _disposed = true;
-            foreach (var (name, process) in _processes)
-            {
-                Try(() => StopProcess(name, process).GetAwaiter().GetResult());
-            }
+            // All at once: one slow process must not hold up the others' grace periods.
+            Try(() => Task.WhenAll(_processes.Select(p => StopProcess(p.Key, p.Value))).GetAwaiter().GetResult());
             _processes.Clear();
             foreach (var record in _instanceRecords.Values)
             {
@@ -564,16 +561,29 @@ public sealed partial class RelayNetwork : IDisposable
 
     private Task<DrainResult> StartDrain(InstanceRecord record, ServiceRecord svc, TimeSpan deadline, long started)
     {
-        var task = Task.Run(async () =>
+        return Task.Run(async () =>
         {
-            var stale = new StaleFlows([svc.Vip4, svc.Vip6], [record.Address4, record.Address6]);
-            var atStart = _dataplane.TcpFlows([svc.Vip4, svc.Vip6], [record.Address4, record.Address6]).Count(stale.IsDrainingTcp);
-            var until = started + (long)(deadline.TotalSeconds * Stopwatch.Frequency);
+            var vips = new[] { svc.Vip4, svc.Vip6 };
+            var olds = new[] { record.Address4, record.Address6 };
+            var stale = new StaleFlows(vips, olds);
+            int? atStart = null;
             var cut = 0;
-            while (true)
+            var until = started + (long)(deadline.TotalSeconds * Stopwatch.Frequency);
+            while (!_disposed)
             {
-                var open = _dataplane.TcpFlows([svc.Vip4, svc.Vip6], [record.Address4, record.Address6]);
-                if (!open.Any(stale.IsDrainingTcp))
+                // Read from the kernel, not the event index: a stateless flow whose translation was
+                // decided while the re-point committed can have escaped the index; it goes now.
+                var flows = _dataplane.FlowsTo(vips, olds);
+                var stragglers = flows.Where(stale.IsStatelessMatch).ToArray();
+                if (stragglers.Length > 0)
+                {
+                    LogStragglers(_log, Name, record.Name, stragglers.Length);
+                    _dataplane.DeleteFlows(stragglers);
+                }
+                var open = flows.Where(stale.IsTcpMatch).ToArray();
+                var draining = open.Count(stale.IsDrainingTcp);
+                atStart ??= draining;
+                if (draining == 0)
                 {
                     break;
                 }
@@ -582,23 +592,17 @@ public sealed partial class RelayNetwork : IDisposable
                     // The deadline: forget the old instance's TCP entries, so the client's next
                     // segment is picked up afresh, reaches an instance without that connection
                     // and gets a reset instead of silence.
-                    cut = open.Count(stale.IsDrainingTcp);
+                    cut = draining;
                     _dataplane.DeleteFlows(open);
                     break;
                 }
                 await Task.Delay(TimeSpan.FromMilliseconds(100)).ConfigureAwait(false);
             }
             await StopInstanceAsync(record.Name).ConfigureAwait(false);
-            var result = new DrainResult(record.Name, atStart, cut, Stopwatch.GetElapsedTime(started));
-            LogDrained(_log, Name, record.Name, atStart, cut, result.Duration.TotalMilliseconds);
+            var result = new DrainResult(record.Name, atStart ?? 0, cut, Stopwatch.GetElapsedTime(started));
+            LogDrained(_log, Name, record.Name, result.TcpFlowsAtStart, cut, result.Duration.TotalMilliseconds);
             return result;
         });
-        lock (_drains)
-        {
-            _drains.RemoveAll(t => t.IsCompleted);
-            _drains.Add(task);
-        }
-        return task;
     }
 
     private async Task StopInstanceAsync(string name)

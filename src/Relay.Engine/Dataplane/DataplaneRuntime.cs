@@ -158,11 +158,14 @@ public sealed partial class DataplaneRuntime : IDisposable
         return deleted;
     }
 
-    /// <summary>TCP entries from <paramref name="virtualAddresses"/> to <paramref name="oldAddresses"/>, from the kernel (a dump: not for hot paths).</summary>
-    public IReadOnlyList<ConntrackEntry> TcpFlows(IReadOnlyCollection<IPAddress> virtualAddresses, IEnumerable<IPAddress> oldAddresses)
+    /// <summary>
+    /// Every entry (any protocol) from <paramref name="virtualAddresses"/> translated to <paramref name="oldAddresses"/>,
+    /// read from the kernel itself: a dump, so not for hot paths, but independent of the event index.
+    /// </summary>
+    public IReadOnlyList<ConntrackEntry> FlowsTo(IReadOnlyCollection<IPAddress> virtualAddresses, IEnumerable<IPAddress> oldAddresses)
     {
         var stale = new StaleFlows(virtualAddresses, oldAddresses);
-        return _conntrack.List().Where(stale.IsTcpMatch).ToArray();
+        return _conntrack.List().Where(stale.Matches).ToArray();
     }
 
     /// <summary>Deletes <paramref name="entries"/> (already gone ones are fine).</summary>
