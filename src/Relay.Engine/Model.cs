@@ -25,7 +25,18 @@ public enum InstanceState
 /// <param name="Ports">Port mappings (empty: layer 3).</param>
 /// <param name="Backends">Instances in the balancer, in slot order.</param>
 /// <param name="Instances">All its instances, whatever their state.</param>
-public sealed record ServiceInfo(string Name, IPAddress Vip4, IPAddress Vip6, string Policy, IReadOnlyList<PortMapping> Ports, IReadOnlyList<string> Backends, IReadOnlyList<string> Instances);
+/// <param name="Addressing"><c>service</c> or <c>flow</c>.</param>
+public sealed record ServiceInfo(string Name, IPAddress Vip4, IPAddress Vip6, string Policy, IReadOnlyList<PortMapping> Ports, IReadOnlyList<string> Backends, IReadOnlyList<string> Instances, string Addressing);
+
+/// <summary>A per-client flow address and what it carried.</summary>
+/// <param name="Client">The client instance.</param>
+/// <param name="Service">The service it reaches.</param>
+/// <param name="Flow4">Its IPv4 flow address.</param>
+/// <param name="Flow6">Its IPv6 flow address.</param>
+/// <param name="Instance">The instance it is translated to now.</param>
+/// <param name="Packets">Packets the client sent to it (both families).</param>
+/// <param name="Bytes">Bytes the client sent to it.</param>
+public sealed record FlowInfo(string Client, string Service, IPAddress Flow4, IPAddress Flow6, string Instance, long Packets, long Bytes);
 
 /// <summary>An instance as users see it.</summary>
 /// <param name="Name">Its name.</param>
@@ -71,7 +82,10 @@ internal sealed record ServiceRecord(
     LoadBalancingPolicy Policy,
     int MaglevTableSize,
     ImmutableArray<PortMapping> Ports,
-    ImmutableList<string> Backends);
+    ImmutableList<string> Backends,
+    bool FlowAddressing = false);
+
+internal sealed record FlowRecord(string Id, string Client, ServiceName Service, IPAddress Flow4, IPAddress Flow6, string Backend);
 
 internal sealed record InstanceRecord(
     string Name,

@@ -20,6 +20,15 @@ public sealed record NetworkOptions
     /// <summary>Virtual (service) IPv6 addresses.</summary>
     public string VirtualPool6 { get; init; } = "fd52:656c:6179:2::/64";
 
+    /// <summary>Per-client flow addresses, IPv4 (services with <c>Addressing = flow</c>).</summary>
+    public string FlowPool4 { get; init; } = "10.90.0.0/16";
+
+    /// <summary>Per-client flow addresses, IPv6.</summary>
+    public string FlowPool6 { get; init; } = "fd52:656c:6179:3::/64";
+
+    /// <summary>The network's DNS server.</summary>
+    public DnsSettings Dns { get; init; } = new();
+
     /// <summary>How long TCP flows may drain on an instance that leaves the balancer (0 = cut them at once).</summary>
     public TimeSpan DrainTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
@@ -28,6 +37,35 @@ public sealed record NetworkOptions
 
     /// <summary>Where the record of what Relay created is kept, so that it (and only it) can be removed after a crash.</summary>
     public string RecordDirectory { get; init; } = "/run/relay/networks";
+}
+
+/// <summary>The DNS server a network runs in its orchestrator namespace, on the gateway addresses.</summary>
+public sealed record DnsSettings
+{
+    /// <summary>Run it (default). Without it instances get no resolv.conf from Relay.</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>Zones the network owns: unknown names under them get NXDOMAIN (with SOA). Service names may live anywhere.</summary>
+    public IReadOnlyList<string> Zones { get; init; } = ["relay.internal"];
+
+    /// <summary>TTL of every answer.</summary>
+    public TimeSpan Ttl { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Resolvers (ADDRESS or ADDRESS:PORT, [v6]:PORT) that names outside the owned zones are forwarded
+    /// to. Empty (default): such names are REFUSED, since the network may well be offline.
+    /// </summary>
+    public IReadOnlyList<string> Upstreams { get; init; } = [];
+}
+
+/// <summary>How clients address a service.</summary>
+public static class AddressingModes
+{
+    /// <summary>Every client uses the service's virtual addresses (default).</summary>
+    public const string Service = "service";
+
+    /// <summary>Each client gets flow addresses of its own for the service, from the flow pools, when it asks DNS.</summary>
+    public const string Flow = "flow";
 }
 
 /// <summary>How to register a service.</summary>
@@ -41,6 +79,9 @@ public sealed record ServiceOptions
 
     /// <summary>Empty: every protocol to the virtual address reaches an instance. Otherwise only these ports.</summary>
     public IReadOnlyList<PortMapping> Ports { get; init; } = [];
+
+    /// <summary><c>service</c> (default) or <c>flow</c>: per-client flow addresses handed out by DNS (layer-3 services only).</summary>
+    public string Addressing { get; init; } = AddressingModes.Service;
 
     /// <summary>A specific virtual IPv4 address from the pool (default: the next free one).</summary>
     public string? Vip4 { get; init; }

@@ -51,7 +51,7 @@ public sealed record NetworkRecord
 
     /// <summary>
     /// Removes what the record lists: processes in those namespaces, then the namespaces (which takes
-    /// their veths and Relay's nft table with them), then the record. Only names that are Relay's
+    /// their veths and Relay's nft table with them) and their /etc/netns files, then the record. Only names that are Relay's
     /// (<c>relay-NET</c>, <c>relay-NET.*</c>) are touched, even if the file was edited by hand.
     /// Returns the namespaces removed.
     /// </summary>
@@ -71,6 +71,7 @@ public sealed record NetworkRecord
                 Netns.Delete(ns);
                 removed.Add(ns);
             }
+            NetnsEtc.Remove(ns);
         }
         File.Delete(PathFor(directory, Network));
         return removed;

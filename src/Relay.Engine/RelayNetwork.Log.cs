@@ -41,6 +41,15 @@ public sealed partial class RelayNetwork
     [LoggerMessage(EventId = 14, Level = LogLevel.Warning, Message = "network {Network}: instance {Instance}: {Count} stateless flows still pointed at it after its migration (deleted now)")]
     private static partial void LogStragglers(ILogger log, string network, string instance, int count);
 
+    [LoggerMessage(EventId = 15, Level = LogLevel.Information, Message = "network {Network}: flow addresses {Flow4} and {Flow6} for {Client} -> {Service} (at {Backend})")]
+    private static partial void LogFlowAllocated(ILogger log, string network, string client, string service, IPAddress flow4, IPAddress flow6, string backend);
+
+    [LoggerMessage(EventId = 16, Level = LogLevel.Warning, Message = "network {Network}: no flow address for {Client} -> {Service}: {Reason}")]
+    private static partial void LogFlowFailed(ILogger log, string network, string client, string service, string reason);
+
+    [LoggerMessage(EventId = 17, Level = LogLevel.Information, Message = "network {Network}: flow {Client} -> {Service} re-pointed {From} -> {To}")]
+    private static partial void LogFlowRepointed(ILogger log, string network, string client, string service, string from, string to);
+
     [LoggerMessage(EventId = 13, Level = LogLevel.Information, Message = "network {Network}: torn down")]
     private static partial void LogTornDown(ILogger log, string network);
 }

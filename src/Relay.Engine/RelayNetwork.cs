@@ -11,7 +11,9 @@ using Relay.Core.Errors;
 using Relay.Core.LoadBalancing;
 using Relay.Core.Model;
 using Relay.Core.Naming;
+using Relay.Core.Dns;
 using Relay.Engine.Dataplane;
+using Relay.Engine.Dns;
 using Relay.Linux.Namespaces;
 using Relay.Linux.Processes;
 using Relay.Linux.Topology;
@@ -27,7 +29,7 @@ namespace Relay.Engine;
 /// failed operation leaves both as they were. Operations are serialized.
 /// </para>
 /// </summary>
-public sealed partial class RelayNetwork : IDisposable
+public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
 {
     private readonly object _gate = new();
     private readonly ILogger _log;
@@ -39,6 +41,13 @@ public sealed partial class RelayNetwork : IDisposable
     private readonly AddressPool _instances6;
     private readonly AddressPool _virtual4;
     private readonly AddressPool _virtual6;
+    private readonly AddressPool _flows4;
+    private readonly AddressPool _flows6;
+    private readonly Dictionary<(string Client, ServiceName Service), FlowRecord> _flows = [];
+    private readonly Dictionary<IPAddress, string> _instanceByAddress = [];
+    private readonly DnsOptions _dnsOptions;
+    private volatile NameTable _names = NameTable.Empty;
+    private DnsServer? _dns;
     private readonly Dictionary<ServiceName, ServiceRecord> _services = [];
     private readonly Dictionary<string, InstanceRecord> _instanceRecords = new(StringComparer.Ordinal);
     private readonly Dictionary<string, NamespacedProcess> _processes = new(StringComparer.Ordinal);
@@ -51,7 +60,8 @@ public sealed partial class RelayNetwork : IDisposable
         _log = log;
         _orchestrator = orchestrator;
         _dataplane = dataplane;
-        (_instances4, _instances6, _virtual4, _virtual6) = (pools[0], pools[1], pools[2], pools[3]);
+        (_instances4, _instances6, _virtual4, _virtual6, _flows4, _flows6) = (pools[0], pools[1], pools[2], pools[3], pools[4], pools[5]);
+        _dnsOptions = DnsOptionsOf(options.Dns);
         _gateways = new Gateways(Gateway(_instances4.Prefix), Gateway(_instances6.Prefix));
         Name = options.Name;
     }
@@ -83,9 +93,17 @@ public sealed partial class RelayNetwork : IDisposable
             ParsePool(options.InstancePool6, "instance IPv6", "network.instancePool6", AddressFamily.InterNetworkV6, errors),
             ParsePool(options.VirtualPool4, "virtual IPv4", "network.virtualPool4", AddressFamily.InterNetwork, errors),
             ParsePool(options.VirtualPool6, "virtual IPv6", "network.virtualPool6", AddressFamily.InterNetworkV6, errors),
+            ParsePool(options.FlowPool4, "flow IPv4", "network.flowPool4", AddressFamily.InterNetwork, errors),
+            ParsePool(options.FlowPool6, "flow IPv6", "network.flowPool6", AddressFamily.InterNetworkV6, errors),
         };
-        CheckOverlap(pools[0], pools[2], errors);
-        CheckOverlap(pools[1], pools[3], errors);
+        for (var i = 0; i < pools.Length; i++)
+        {
+            for (var j = i + 1; j < pools.Length; j++)
+            {
+                CheckOverlap(pools[i], pools[j], errors);
+            }
+        }
+        var upstreams = ValidateDns(options.Dns, errors);
         if (options.DrainTimeout < TimeSpan.Zero)
         {
             errors.Add(ErrorCode.Invalid, "network.drainTimeout", "the drain timeout cannot be negative");
@@ -104,6 +122,11 @@ public sealed partial class RelayNetwork : IDisposable
         {
             dataplane = DataplaneRuntime.Open(thread, options.Name, log);
             var network = new RelayNetwork(options, log, thread, dataplane, pools!);
+            if (options.Dns.Enabled)
+            {
+                network._dns = DnsServer.Start(thread, [network._gateways.V4, network._gateways.V6], 53,
+                    () => network._names, network._dnsOptions, network, upstreams, log);
+            }
             network.SaveRecord();
             LogCreated(log, options.Name, ns);
             return network;
@@ -120,46 +143,96 @@ public sealed partial class RelayNetwork : IDisposable
     // ---------------------------------------------------------------- services
 
     /// <summary>Registers a service and gives it stable virtual addresses.</summary>
-    public ServiceInfo AddService(ServiceOptions options)
+    public ServiceInfo AddService(ServiceOptions options) => AddServices([options])[0];
+
+    /// <summary>
+    /// Registers several services at once: every one is validated first (all errors reported
+    /// together, with their index), then all are installed in ONE transaction.
+    /// </summary>
+    public IReadOnlyList<ServiceInfo> AddServices(IReadOnlyList<ServiceOptions> services)
     {
         lock (_gate)
         {
             ThrowIfDisposed();
             var errors = new ErrorCollector();
-            ServiceName name = default;
-            if (!ServiceName.TryParse(options.Name, out name, out var why))
+            var planned = new List<(ServiceRecord Record, bool AutoVip4, bool AutoVip6)>();
+            var names = new HashSet<ServiceName>();
+            var valid = new List<(ServiceName Name, LoadBalancingPolicy Policy, bool Flow, ServiceOptions Options, IPAddress? Vip4, IPAddress? Vip6)>();
+            var explicitVips = new HashSet<IPAddress>();
+            for (var n = 0; n < services.Count; n++)
             {
-                errors.Add(ErrorCode.Invalid, "service.name", why);
-            }
-            else if (_services.ContainsKey(name))
-            {
-                errors.Add(ErrorCode.Duplicate, "service.name", $"service '{name}' already exists");
-            }
-            if (!PolicyNames.TryParse(options.Policy, out var policy))
-            {
-                errors.Add(ErrorCode.Invalid, "service.policy", $"unknown policy '{options.Policy}'; choose one of {string.Join(", ", PolicyNames.All)}");
-            }
-            var seen = new HashSet<(TransportProtocol, int)>();
-            for (var i = 0; i < options.Ports.Count; i++)
-            {
-                var p = options.Ports[i];
-                p.Validate($"service.ports[{i}]", errors);
-                if (!seen.Add((p.Protocol, p.Port)))
+                var options = services[n];
+                var at = services.Count == 1 ? "service" : $"services[{n}]";
+                var before = errors.Errors.Count;
+                if (!ServiceName.TryParse(options.Name, out var name, out var why))
                 {
-                    errors.Add(ErrorCode.Duplicate, $"service.ports[{i}]", $"port {p.Port}/{p.ProtocolName} is mapped twice");
+                    errors.Add(ErrorCode.Invalid, at + ".name", why);
+                }
+                else if (_services.ContainsKey(name) || !names.Add(name))
+                {
+                    errors.Add(ErrorCode.Duplicate, at + ".name", $"service '{name}' already exists");
+                }
+                if (!PolicyNames.TryParse(options.Policy, out var policy))
+                {
+                    errors.Add(ErrorCode.Invalid, at + ".policy", $"unknown policy '{options.Policy}'; choose one of {string.Join(", ", PolicyNames.All)}");
+                }
+                var seen = new HashSet<(TransportProtocol, int)>();
+                for (var i = 0; i < options.Ports.Count; i++)
+                {
+                    var p = options.Ports[i];
+                    p.Validate($"{at}.ports[{i}]", errors);
+                    if (!seen.Add((p.Protocol, p.Port)))
+                    {
+                        errors.Add(ErrorCode.Duplicate, $"{at}.ports[{i}]", $"port {p.Port}/{p.ProtocolName} is mapped twice");
+                    }
+                }
+                var flow = options.Addressing?.ToLowerInvariant() switch
+                {
+                    AddressingModes.Service or null => false,
+                    AddressingModes.Flow => true,
+                    _ => Invalid(errors, at + ".addressing", $"unknown addressing '{options.Addressing}'; choose {AddressingModes.Service} or {AddressingModes.Flow}"),
+                };
+                if (flow && options.Ports.Count > 0)
+                {
+                    errors.Add(ErrorCode.Invalid, at + ".addressing", "flow addressing is for layer-3 services; a service with port mappings uses its virtual addresses");
+                }
+                var vip4 = options.Vip4 is null ? null : ExplicitAddress(_virtual4, options.Vip4, at + ".vip4", errors, explicitVips);
+                var vip6 = options.Vip6 is null ? null : ExplicitAddress(_virtual6, options.Vip6, at + ".vip6", errors, explicitVips);
+                if (errors.Errors.Count == before)
+                {
+                    valid.Add((name, policy, flow, options, vip4, vip6));
                 }
             }
-            var vip4 = PickAddress(_virtual4, options.Vip4, "service.vip4", errors);
-            var vip6 = PickAddress(_virtual6, options.Vip6, "service.vip6", errors);
+            // Automatic addresses in one walk of each pool, skipping those asked for explicitly.
+            var auto4 = _virtual4.PeekNext(valid.Count(v => v.Vip4 is null), explicitVips);
+            var auto6 = _virtual6.PeekNext(valid.Count(v => v.Vip6 is null), explicitVips);
+            if (auto4.Count < valid.Count(v => v.Vip4 is null))
+            {
+                errors.Add(ErrorCode.PoolExhausted, services.Count == 1 ? "service.vip4" : "services", $"the {_virtual4.Name} pool {_virtual4.Prefix} has {auto4.Count} free addresses, {valid.Count(v => v.Vip4 is null)} needed");
+            }
+            if (auto6.Count < valid.Count(v => v.Vip6 is null))
+            {
+                errors.Add(ErrorCode.PoolExhausted, services.Count == 1 ? "service.vip6" : "services", $"the {_virtual6.Name} pool {_virtual6.Prefix} has {auto6.Count} free addresses, {valid.Count(v => v.Vip6 is null)} needed");
+            }
             errors.ThrowIfAny();
+            int next4 = 0, next6 = 0;
+            foreach (var v in valid)
+            {
+                var vip4 = v.Vip4 ?? auto4[next4++];
+                var vip6 = v.Vip6 ?? auto6[next6++];
+                planned.Add((new ServiceRecord(v.Name, vip4, vip6, v.Policy, Maglev.TableSize(0), [.. v.Options.Ports], [], v.Flow), v.Vip4 is null, v.Vip6 is null));
+            }
 
-            var record = new ServiceRecord(name, vip4!, vip6!, policy, Maglev.TableSize(0), [.. options.Ports], []);
-            ApplyLocked([record], [], [], []);
-            _virtual4.Claim(vip4!, advanceCursor: options.Vip4 is null);
-            _virtual6.Claim(vip6!, advanceCursor: options.Vip6 is null);
-            _services[name] = record;
-            LogServiceAdded(_log, Name, name.Value, vip4!, vip6!, PolicyNames.Of(policy));
-            return Info(record);
+            ApplyLocked(planned.Select(p => p.Record).ToArray(), [], [], []);
+            foreach (var (record, isAuto4, isAuto6) in planned)
+            {
+                _virtual4.Claim(record.Vip4, advanceCursor: isAuto4);
+                _virtual6.Claim(record.Vip6, advanceCursor: isAuto6);
+                _services[record.Name] = record;
+                LogServiceAdded(_log, Name, record.Name.Value, record.Vip4, record.Vip6, PolicyNames.Of(record.Policy));
+            }
+            PublishNames();
+            return planned.Select(p => Info(p.Record)).ToArray();
         }
     }
 
@@ -175,10 +248,13 @@ public sealed partial class RelayNetwork : IDisposable
             {
                 throw new RelayException(ErrorCode.Conflict, "service", $"service '{record.Name}' still has instances ({string.Join(", ", instances.Select(i => i.Name))}); remove them first");
             }
-            ApplyLocked([], [record.Name.Value], [], []);
+            var flows = _flows.Values.Where(f => f.Service == record.Name).ToArray();
+            ApplyLocked([], [record.Name.Value], [], [], removedFlows: flows);
+            ForgetFlows(flows);
             _services.Remove(record.Name);
             _virtual4.Release(record.Vip4);
             _virtual6.Release(record.Vip6);
+            PublishNames();
             LogServiceRemoved(_log, Name, record.Name.Value);
         }
     }
@@ -248,6 +324,7 @@ public sealed partial class RelayNetwork : IDisposable
             NamespacedProcess? process = null;
             try
             {
+                WriteResolvConf(record);
                 if (record.Command is { } command)
                 {
                     process = StartProcess(record, command);
@@ -273,8 +350,11 @@ public sealed partial class RelayNetwork : IDisposable
                 }
                 NamespacedProcess.KillNamespace(record.Namespace);
                 TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
+                NetnsEtc.Remove(record.Namespace);
                 throw;
             }
+            _instanceByAddress[record.Address4] = record.Name;
+            _instanceByAddress[record.Address6] = record.Name;
             if (process is not null)
             {
                 _processes[record.Name] = process;
@@ -309,14 +389,21 @@ public sealed partial class RelayNetwork : IDisposable
             }
             var svc = _services[record.Service];
             var started = Stopwatch.GetTimestamp();
+            var moved = Array.Empty<FlowRecord>();
             if (record.State == InstanceState.Active)
             {
                 var newService = svc with { Backends = svc.Backends.Remove(record.Name) };
-                ApplyLocked([newService], [], [], []);
+                // Its flow addresses move to the instances that remain (or go, with the last one).
+                var affected = FlowsTo(svc.Name, record.Name);
+                moved = newService.Backends.Count == 0 ? [] : affected.Select(f => f with { Backend = PickBackend(newService, f.Client) }).ToArray();
+                var dropped = newService.Backends.Count == 0 ? affected : [];
+                ApplyLocked([newService], [], [], [], moved, dropped);
                 _services[svc.Name] = newService;
+                Remember(moved);
+                ForgetFlows(dropped);
             }
             _instanceRecords[record.Name] = record with { State = InstanceState.Draining };
-            DeleteStaleStatelessFlows(svc, [record]);
+            DeleteStaleStatelessFlows(svc, [record], moved);
             return StartDrain(record, svc, drain ?? _options.DrainTimeout, started);
         }
     }
@@ -429,12 +516,15 @@ public sealed partial class RelayNetwork : IDisposable
                 ? svc!.Backends.Remove(old!.Name)
                 : svc!.Backends.SetItem(svc.Backends.IndexOf(old!.Name), next.Name);
             var newService = GrowBackends(svc, backends);
-            ApplyLocked([newService], [], [], []);
+            // Every flow address of the service on the old instance moves in the same transaction.
+            var flows = FlowsTo(svc.Name, old.Name).Select(f => f with { Backend = next.Name }).ToArray();
+            ApplyLocked([newService], [], [], [], flows);
             var repointed = Stopwatch.GetTimestamp();
             _services[svc.Name] = newService;
+            Remember(flows);
             _instanceRecords[next.Name] = next with { State = InstanceState.Active };
             _instanceRecords[old.Name] = old with { State = InstanceState.Draining };
-            var deleted = DeleteStaleStatelessFlows(svc, [old]);
+            var deleted = DeleteStaleStatelessFlows(svc, [old], flows);
             var cleaned = Stopwatch.GetTimestamp();
             LogMigrated(_log, Name, svc.Name.Value, old.Name, next.Name, Stopwatch.GetElapsedTime(started, repointed).TotalMicroseconds,
                 Stopwatch.GetElapsedTime(repointed, cleaned).TotalMicroseconds, deleted);
@@ -508,6 +598,7 @@ public sealed partial class RelayNetwork : IDisposable
                 return;
             }
             _disposed = true;
+            Try(() => _dns?.Dispose());
             // All at once: one slow process must not hold up the others' grace periods.
             Try(() => Task.WhenAll(_processes.Select(p => StopProcess(p.Key, p.Value))).GetAwaiter().GetResult());
             _processes.Clear();
@@ -515,6 +606,7 @@ public sealed partial class RelayNetwork : IDisposable
             {
                 Try(() => NamespacedProcess.KillNamespace(record.Namespace));
                 Try(() => Netns.Delete(record.Namespace));
+                Try(() => NetnsEtc.Remove(record.Namespace));
             }
             _instanceRecords.Clear();
             Try(_dataplane.Dispose);
@@ -544,8 +636,14 @@ public sealed partial class RelayNetwork : IDisposable
 
     // ---------------------------------------------------------------- internals
 
-    private void ApplyLocked(IReadOnlyCollection<ServiceRecord> services, IReadOnlyCollection<string> removedServices, IReadOnlyCollection<DataplaneLink> links, IReadOnlyCollection<string> removedLinks)
-        => _dataplane.Apply(services.Select(ToDataplane), removedServices, links, removedLinks);
+    private void ApplyLocked(
+        IReadOnlyCollection<ServiceRecord> services,
+        IReadOnlyCollection<string> removedServices,
+        IReadOnlyCollection<DataplaneLink> links,
+        IReadOnlyCollection<string> removedLinks,
+        IReadOnlyCollection<FlowRecord>? flows = null,
+        IReadOnlyCollection<FlowRecord>? removedFlows = null)
+        => _dataplane.Apply(services.Select(ToDataplane), removedServices, links, removedLinks, (flows ?? []).Select(ToDataplane), (removedFlows ?? []).Select(f => f.Id));
 
     private DataplaneService ToDataplane(ServiceRecord s)
     {
@@ -556,8 +654,10 @@ public sealed partial class RelayNetwork : IDisposable
     private static ServiceRecord GrowBackends(ServiceRecord s, ImmutableList<string> backends)
         => s with { Backends = backends, MaglevTableSize = Maglev.GrowTableSize(s.MaglevTableSize, backends.Count) };
 
-    private int DeleteStaleStatelessFlows(ServiceRecord svc, IReadOnlyList<InstanceRecord> old)
-        => _dataplane.DeleteStaleStatelessFlows([svc.Vip4, svc.Vip6], old.SelectMany(o => new[] { o.Address4, o.Address6 }));
+    private int DeleteStaleStatelessFlows(ServiceRecord svc, IReadOnlyList<InstanceRecord> old, IReadOnlyCollection<FlowRecord> movedFlows)
+        => _dataplane.DeleteStaleStatelessFlows(
+            [svc.Vip4, svc.Vip6, .. movedFlows.SelectMany(f => new[] { f.Flow4, f.Flow6 })],
+            old.SelectMany(o => new[] { o.Address4, o.Address6 }));
 
     private Task<DrainResult> StartDrain(InstanceRecord record, ServiceRecord svc, TimeSpan deadline, long started)
     {
@@ -639,8 +739,14 @@ public sealed partial class RelayNetwork : IDisposable
         }
         // Whatever else runs in the instance (children, commands run with Exec) stops with it.
         NamespacedProcess.TerminateNamespaceAsync(record.Namespace, _options.StopGrace).GetAwaiter().GetResult();
-        ApplyLocked([], [], [], [record.HostInterface]);
+        // The flow addresses it held as a client go with it.
+        var clientFlows = _flows.Values.Where(f => f.Client == record.Name).ToArray();
+        ApplyLocked([], [], [], [record.HostInterface], removedFlows: clientFlows);
+        ForgetFlows(clientFlows);
         TopologyBuilder.UnwireInstance(OrchestratorNamespace, Wiring(record));
+        NetnsEtc.Remove(record.Namespace);
+        _instanceByAddress.Remove(record.Address4);
+        _instanceByAddress.Remove(record.Address6);
         _instanceRecords.Remove(record.Name);
         _instances4.Release(record.Address4);
         _instances6.Release(record.Address6);
@@ -751,24 +857,33 @@ public sealed partial class RelayNetwork : IDisposable
 
     private static IPAddress? PickAddress(AddressPool pool, string? requested, string field, ErrorCollector errors)
     {
-        if (requested is null)
+        if (requested is not null)
         {
-            try
-            {
-                return pool.PeekOne(field);
-            }
-            catch (RelayException e)
-            {
-                errors.AddRange(e.Errors);
-                return null;
-            }
+            return ExplicitAddress(pool, requested, field, errors, []);
         }
+        try
+        {
+            return pool.PeekOne(field);
+        }
+        catch (RelayException e)
+        {
+            errors.AddRange(e.Errors);
+            return null;
+        }
+    }
+
+    private static IPAddress? ExplicitAddress(AddressPool pool, string requested, string field, ErrorCollector errors, HashSet<IPAddress> taken)
+    {
         if (!IPAddress.TryParse(requested, out var address))
         {
             errors.Add(ErrorCode.Invalid, field, $"'{requested}' is not an IP address");
             return null;
         }
         var error = pool.CheckClaim(address, field);
+        if (error is null && !taken.Add(address))
+        {
+            error = new RelayError(ErrorCode.Duplicate, field, $"{address} is requested twice");
+        }
         if (error is not null)
         {
             errors.AddRange([error]);
@@ -816,7 +931,14 @@ public sealed partial class RelayNetwork : IDisposable
 
     private ServiceInfo Info(ServiceRecord s) => new(
         s.Name.Value, s.Vip4, s.Vip6, PolicyNames.Of(s.Policy), s.Ports, s.Backends,
-        InstancesOf(s.Name).Select(i => i.Name).Order(StringComparer.Ordinal).ToArray());
+        InstancesOf(s.Name).Select(i => i.Name).Order(StringComparer.Ordinal).ToArray(),
+        s.FlowAddressing ? AddressingModes.Flow : AddressingModes.Service);
+
+    private static bool Invalid(ErrorCollector errors, string field, string message)
+    {
+        errors.Add(ErrorCode.Invalid, field, message);
+        return false;
+    }
 
     private InstanceInfo Info(InstanceRecord r) => new(
         r.Name, r.Service.Value, r.Namespace, r.HostInterface, r.Address4, r.Address6, r.State, r.Command,

@@ -24,11 +24,25 @@ public static class DataplaneCompiler
         NftNames.Sources4, NftNames.Sources6, NftNames.Services4, NftNames.Services6, NftNames.Ports4,
         NftNames.Ports6, NftNames.Backends4, NftNames.Backends6,
         NftNames.TcpBackends4, NftNames.UdpBackends4, NftNames.TcpBackends6, NftNames.UdpBackends6,
+        NftNames.Flows4, NftNames.Flows6, NftNames.FlowStats4, NftNames.FlowStats6,
     ];
 
     /// <summary>Compiles <paramref name="spec"/> as a whole (the full-resync path).</summary>
     public static NftRuleset Compile(DataplaneSpec spec)
-        => Merge(spec.Links.Select(CompileLink).Concat(spec.Services.Select(CompileService)));
+        => Merge(spec.Links.Select(CompileLink).Concat(spec.Services.Select(CompileService)).Concat((spec.Flows ?? []).Select(CompileFlow)));
+
+    /// <summary>
+    /// One flow address: its translation, and its counter keyed by client and flow address (so it
+    /// counts only the owner's packets and survives re-points, which change the translation only).
+    /// </summary>
+    public static NftFragment CompileFlow(DataplaneFlow flow) => new(
+        new Dictionary<string, IReadOnlyList<string>>(),
+        [
+            new NftElement(NftNames.Flows4, flow.Flow4.ToString(), flow.Backend4.ToString()),
+            new NftElement(NftNames.Flows6, flow.Flow6.ToString(), flow.Backend6.ToString()),
+            new NftElement(NftNames.FlowStats4, $"{flow.Client4} . {flow.Flow4}", ""),
+            new NftElement(NftNames.FlowStats6, $"{flow.Client6} . {flow.Flow6}", ""),
+        ]);
 
     /// <summary>The union of fragments: shared chains once, every element.</summary>
     public static NftRuleset Merge(IEnumerable<NftFragment> fragments)

@@ -13,6 +13,7 @@ public sealed class DataplaneImage
 {
     private readonly Dictionary<string, NftFragment> _services = new(StringComparer.Ordinal);
     private readonly Dictionary<string, NftFragment> _links = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, NftFragment> _flows = new(StringComparer.Ordinal);
     private readonly Dictionary<string, int> _chainRefs = new(StringComparer.Ordinal);
 
     /// <summary>Number of services with a fragment.</summary>
@@ -26,9 +27,19 @@ public sealed class DataplaneImage
         IEnumerable<DataplaneService> services,
         IEnumerable<string>? removedServices = null,
         IEnumerable<DataplaneLink>? links = null,
-        IEnumerable<string>? removedLinks = null)
+        IEnumerable<string>? removedLinks = null,
+        IEnumerable<DataplaneFlow>? flows = null,
+        IEnumerable<string>? removedFlows = null)
     {
         var plan = new DataplanePlan();
+        foreach (var f in flows ?? [])
+        {
+            plan.Flows[f.Id] = DataplaneCompiler.CompileFlow(f);
+        }
+        foreach (var id in removedFlows ?? [])
+        {
+            plan.Flows[id] = null;
+        }
         foreach (var s in services)
         {
             plan.Services[s.Name] = DataplaneCompiler.CompileService(s);
@@ -86,6 +97,10 @@ public sealed class DataplaneImage
         {
             Diff(_links.GetValueOrDefault(name), fragment);
         }
+        foreach (var (id, fragment) in plan.Flows)
+        {
+            Diff(_flows.GetValueOrDefault(id), fragment);
+        }
         foreach (var (chain, change) in refs)
         {
             var before = _chainRefs.GetValueOrDefault(chain);
@@ -112,28 +127,9 @@ public sealed class DataplaneImage
         {
             throw new InvalidOperationException("the plan belongs to another image");
         }
-        foreach (var (name, fragment) in plan.Services)
-        {
-            if (fragment is null)
-            {
-                _services.Remove(name);
-            }
-            else
-            {
-                _services[name] = fragment;
-            }
-        }
-        foreach (var (name, fragment) in plan.Links)
-        {
-            if (fragment is null)
-            {
-                _links.Remove(name);
-            }
-            else
-            {
-                _links[name] = fragment;
-            }
-        }
+        Apply(_services, plan.Services);
+        Apply(_links, plan.Links);
+        Apply(_flows, plan.Flows);
         foreach (var (chain, count) in plan.ChainRefs)
         {
             if (count > 0)
@@ -148,13 +144,28 @@ public sealed class DataplaneImage
         plan.Image = null;
     }
 
+    private static void Apply(Dictionary<string, NftFragment> committed, Dictionary<string, NftFragment?> planned)
+    {
+        foreach (var (name, fragment) in planned)
+        {
+            if (fragment is null)
+            {
+                committed.Remove(name);
+            }
+            else
+            {
+                committed[name] = fragment;
+            }
+        }
+    }
+
     /// <summary>The whole table as this image (with <paramref name="pending"/> applied, if given) describes it.</summary>
     public NftRuleset ToRuleset(DataplanePlan? pending = null)
     {
         static IEnumerable<NftFragment> Current(Dictionary<string, NftFragment> committed, Dictionary<string, NftFragment?>? planned)
             => committed.Where(c => planned is null || !planned.ContainsKey(c.Key)).Select(c => c.Value)
                 .Concat((planned?.Values ?? Enumerable.Empty<NftFragment?>()).OfType<NftFragment>());
-        return DataplaneCompiler.Merge(Current(_links, pending?.Links).Concat(Current(_services, pending?.Services)));
+        return DataplaneCompiler.Merge(Current(_links, pending?.Links).Concat(Current(_services, pending?.Services)).Concat(Current(_flows, pending?.Flows)));
     }
 }
 
@@ -163,6 +174,7 @@ public sealed class DataplanePlan
 {
     internal Dictionary<string, NftFragment?> Services { get; } = new(StringComparer.Ordinal);
     internal Dictionary<string, NftFragment?> Links { get; } = new(StringComparer.Ordinal);
+    internal Dictionary<string, NftFragment?> Flows { get; } = new(StringComparer.Ordinal);
     internal Dictionary<string, int> ChainRefs { get; } = new(StringComparer.Ordinal);
     internal Dictionary<string, IReadOnlyList<string>> ChainRules { get; } = new(StringComparer.Ordinal);
     internal DataplaneImage? Image { get; set; }

@@ -33,8 +33,22 @@ public sealed record DataplaneService(
 /// <param name="Address6">The instance's IPv6 address.</param>
 public sealed record DataplaneLink(string HostInterface, IPAddress Address4, IPAddress Address6);
 
+/// <summary>
+/// A per-client flow address (the seed's first prototype): client <see cref="Client4"/> reaches a
+/// service through an abstract address of its own, translated to one backend. Each flow can be
+/// re-pointed on its own, and counts the packets and bytes its client sends.
+/// </summary>
+/// <param name="Id">Identity of the flow (unique in the network).</param>
+/// <param name="Client4">The client instance's IPv4 address.</param>
+/// <param name="Client6">The client instance's IPv6 address.</param>
+/// <param name="Flow4">The flow's abstract IPv4 address.</param>
+/// <param name="Flow6">The flow's abstract IPv6 address.</param>
+/// <param name="Backend4">The instance it is translated to (IPv4).</param>
+/// <param name="Backend6">The instance it is translated to (IPv6).</param>
+public sealed record DataplaneFlow(string Id, IPAddress Client4, IPAddress Client6, IPAddress Flow4, IPAddress Flow6, IPAddress Backend4, IPAddress Backend6);
+
 /// <summary>Everything the data plane of one network must express.</summary>
-public sealed record DataplaneSpec(IReadOnlyList<DataplaneService> Services, IReadOnlyList<DataplaneLink> Links)
+public sealed record DataplaneSpec(IReadOnlyList<DataplaneService> Services, IReadOnlyList<DataplaneLink> Links, IReadOnlyList<DataplaneFlow>? Flows = null)
 {
     /// <summary>Nothing: an empty table with its fixed chains.</summary>
     public static DataplaneSpec Empty { get; } = new([], []);

@@ -52,6 +52,29 @@ public static class NftNames
         _ => UdpBackends6,
     };
 
+    /// <summary>Map flow IPv4 address -> instance IPv4 (per-client flow addresses).</summary>
+    public const string Flows4 = "flow4";
+    /// <summary>Map flow IPv6 address -> instance IPv6.</summary>
+    public const string Flows6 = "flow6";
+    /// <summary>Set of client IPv4 . flow IPv4 with a counter per element: each flow's traffic.</summary>
+    public const string FlowStats4 = "fstat4";
+    /// <summary>Set of client IPv6 . flow IPv6 with a counter per element.</summary>
+    public const string FlowStats6 = "fstat6";
+
+    /// <summary>Dynamic sets of DNS clients over their fair rate (per source address).</summary>
+    public const string DnsRate4 = "dnsrate4";
+    /// <summary>The IPv6 counterpart of <see cref="DnsRate4"/>.</summary>
+    public const string DnsRate6 = "dnsrate6";
+
+    /// <summary>
+    /// Packet mark of DNS queries over a client's fair rate; the DNS server's SO_REUSEPORT group
+    /// steers them to a separate socket, so a flood queues behind itself, not in front of others.
+    /// </summary>
+    public const uint DnsHeavyMark = 0x5259;
+
+    /// <summary>Queries per second (and burst) a client may send before its queries count as heavy.</summary>
+    public const int DnsFairRate = 20000;
+
     /// <summary>Host-side veth names all start with this; the anti-spoofing rule matches it.</summary>
     public const string HostInterfacePrefix = "rv";
 

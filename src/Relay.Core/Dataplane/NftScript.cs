@@ -29,6 +29,12 @@ public static class NftScript
         	map {{NftNames.Ports6}} { type ipv6_addr . inet_proto . inet_service : verdict; }
         	map {{NftNames.Backends4}} { typeof ip daddr . numgen inc mod 1 : ip daddr; }
         	map {{NftNames.Backends6}} { typeof ip6 daddr . numgen inc mod 1 : ip6 daddr; }
+        	map {{NftNames.Flows4}} { type ipv4_addr : ipv4_addr; }
+        	map {{NftNames.Flows6}} { type ipv6_addr : ipv6_addr; }
+        	set {{NftNames.FlowStats4}} { type ipv4_addr . ipv4_addr; counter; }
+        	set {{NftNames.FlowStats6}} { type ipv6_addr . ipv6_addr; counter; }
+        	set {{NftNames.DnsRate4}} { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1m; }
+        	set {{NftNames.DnsRate6}} { type ipv6_addr; size 65535; flags dynamic,timeout; timeout 1m; }
         	map {{NftNames.TcpBackends4}} { typeof ip daddr . tcp dport . numgen inc mod 1 : ip daddr . tcp dport; }
         	map {{NftNames.UdpBackends4}} { typeof ip daddr . udp dport . numgen inc mod 1 : ip daddr . udp dport; }
         	map {{NftNames.TcpBackends6}} { typeof ip6 daddr . tcp dport . numgen inc mod 1 : ip6 daddr . tcp dport; }
@@ -37,12 +43,21 @@ public static class NftScript
         		type filter hook prerouting priority raw; policy accept;
         		iifname "{{NftNames.HostInterfacePrefix}}*" iifname . ip saddr != @{{NftNames.Sources4}} counter drop comment "anti-spoofing"
         		iifname "{{NftNames.HostInterfacePrefix}}*" ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @{{NftNames.Sources6}} counter drop comment "anti-spoofing"
+        		ip saddr . ip daddr @{{NftNames.FlowStats4}} comment "per-client flow addresses: count"
+        		ip6 saddr . ip6 daddr @{{NftNames.FlowStats6}} comment "per-client flow addresses: count"
+        	}
+        	chain input {
+        		type filter hook input priority filter; policy accept;
+        		udp dport 53 add @{{NftNames.DnsRate4}} { ip saddr limit rate over {{NftNames.DnsFairRate}}/second burst {{NftNames.DnsFairRate}} packets } meta mark set {{NftNames.DnsHeavyMark}} comment "dns: a client over its fair rate queues apart"
+        		udp dport 53 add @{{NftNames.DnsRate6}} { ip6 saddr limit rate over {{NftNames.DnsFairRate}}/second burst {{NftNames.DnsFairRate}} packets } meta mark set {{NftNames.DnsHeavyMark}} comment "dns: a client over its fair rate queues apart"
         	}
         	chain dispatch {
         		ip daddr . meta l4proto . th dport vmap @{{NftNames.Ports4}}
         		ip daddr vmap @{{NftNames.Services4}}
         		ip6 daddr . meta l4proto . th dport vmap @{{NftNames.Ports6}}
         		ip6 daddr vmap @{{NftNames.Services6}}
+        		dnat ip to ip daddr map @{{NftNames.Flows4}}
+        		dnat ip6 to ip6 daddr map @{{NftNames.Flows6}}
         	}
         	chain prerouting {
         		type nat hook prerouting priority dstnat; policy accept;

@@ -97,12 +97,14 @@ public sealed partial class DataplaneRuntime : IDisposable
         IEnumerable<DataplaneService> services,
         IEnumerable<string>? removedServices = null,
         IEnumerable<DataplaneLink>? links = null,
-        IEnumerable<string>? removedLinks = null)
+        IEnumerable<string>? removedLinks = null,
+        IEnumerable<DataplaneFlow>? flows = null,
+        IEnumerable<string>? removedFlows = null)
     {
         lock (_gate)
         {
             var started = Stopwatch.GetTimestamp();
-            var plan = _image.Plan(services, removedServices, links, removedLinks);
+            var plan = _image.Plan(services, removedServices, links, removedLinks, flows, removedFlows);
             var tx = _dirty ? NftScript.Full(_image.ToRuleset(plan)) : plan.Transaction;
             if (!tx.IsEmpty)
             {
@@ -182,6 +184,9 @@ public sealed partial class DataplaneRuntime : IDisposable
 
     /// <summary>Every conntrack entry of the namespace (a dump).</summary>
     public IReadOnlyList<ConntrackEntry> ListFlows() => _conntrack.List();
+
+    /// <summary>One set of Relay's table as nft's JSON (with per-element counters).</summary>
+    public string ListSetJson(string set) => _nft.RunJson($"list set {NftNames.QualifiedTable} {set}");
 
     /// <summary>Relay's table as nft lists it.</summary>
     public string ListTable() => _nft.Run($"list table {NftNames.QualifiedTable}");

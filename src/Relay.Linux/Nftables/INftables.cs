@@ -9,6 +9,9 @@ public interface INftables : IDisposable
     /// then nothing was changed.
     /// </summary>
     string Run(string commands);
+
+    /// <summary>Runs <paramref name="commands"/> (listings) with nft's JSON output.</summary>
+    string RunJson(string commands);
 }
 
 /// <summary>nft or the kernel refused a transaction; the table is as it was before.</summary>

@@ -53,17 +53,26 @@ public sealed class NftContext : INftables
         return new NftContext(thread, ctx);
     }
 
-    /// <summary>Output flags (for example JSON listing) for later commands.</summary>
-    public void SetOutputFlags(uint flags)
+    /// <inheritdoc />
+    public string Run(string commands) => RunHere(commands);
+
+    /// <inheritdoc />
+    public string RunJson(string commands)
     {
         lock (_gate)
         {
-            LibNftables.CtxOutputSetFlags(Ctx, flags);
+            var flags = LibNftables.CtxOutputGetFlags(Ctx);
+            LibNftables.CtxOutputSetFlags(Ctx, flags | LibNftables.NFT_CTX_OUTPUT_JSON);
+            try
+            {
+                return RunHere(commands);
+            }
+            finally
+            {
+                LibNftables.CtxOutputSetFlags(Ctx, flags);
+            }
         }
     }
-
-    /// <inheritdoc />
-    public string Run(string commands) => RunHere(commands);
 
     /// <inheritdoc />
     public void Dispose()

@@ -10,7 +10,7 @@ public class DataplaneCompilerTests
 {
     private const string Seed = "seed 0x52656c61";
 
-    private static readonly string[] AllSets = ["be4", "be6", "pbe4t", "pbe4u", "pbe6t", "pbe6u", "port4", "port6", "src4", "src6", "svc4", "svc6"];
+    private static readonly string[] AllSets = ["be4", "be6", "flow4", "flow6", "fstat4", "fstat6", "pbe4t", "pbe4u", "pbe6t", "pbe6u", "port4", "port6", "src4", "src6", "svc4", "svc6"];
 
     [Fact]
     public void Compile_Layer3RoundRobinTwoBackends_SvcElementsJumpToSharedChain()

@@ -42,35 +42,27 @@ public sealed class NftContextTests : IDisposable
     /// <summary>The table as nft's JSON, with every element list sorted: comparable across element orders.</summary>
     private JsonNode Normalized()
     {
-        _nft.SetOutputFlags(Relay.Linux.Interop.LibNftables.NFT_CTX_OUTPUT_JSON);
-        try
+        var root = JsonNode.Parse(_nft.RunJson("list table inet relay"))!;
+        foreach (var item in root["nftables"]!.AsArray())
         {
-            var root = JsonNode.Parse(_nft.Run("list table inet relay"))!;
-            foreach (var item in root["nftables"]!.AsArray())
+            var obj = (item!["set"] ?? item["map"])?.AsObject();
+            if (obj is not null)
             {
-                var obj = (item!["set"] ?? item["map"])?.AsObject();
-                if (obj is not null)
+                obj.Remove("handle");
+                if (obj["elem"] is JsonArray elems)
                 {
-                    obj.Remove("handle");
-                    if (obj["elem"] is JsonArray elems)
-                    {
-                        var sorted = elems.Select(e => e!.ToJsonString()).Order(StringComparer.Ordinal).Select(s => JsonNode.Parse(s)).ToArray();
-                        obj["elem"] = new JsonArray(sorted);
-                    }
+                    var sorted = elems.Select(e => e!.ToJsonString()).Order(StringComparer.Ordinal).Select(s => JsonNode.Parse(s)).ToArray();
+                    obj["elem"] = new JsonArray(sorted);
                 }
-                (item!["chain"] ?? item["rule"] ?? item["table"])?.AsObject().Remove("handle");
             }
-            // Kernel listing order follows creation order; compare by name instead, keeping each
-            // chain's rules in their order (that order is meaningful).
-            var items = root["nftables"]!.AsArray().Skip(1).Select(n => n!.ToJsonString()).Select(t => JsonNode.Parse(t)!).ToList();
-            string Key(JsonNode n) => n["table"] is not null ? "0" : n["set"] is not null ? "1" + n["set"]!["name"] : n["map"] is not null ? "1" + n["map"]!["name"]
-                : n["chain"] is not null ? "2" + n["chain"]!["name"] + "\u0000" : "2" + n["rule"]!["chain"] + "\u0001";
-            return new JsonArray(items.Select((n, index) => (n, index)).OrderBy(x => Key(x.n), StringComparer.Ordinal).ThenBy(x => x.index).Select(x => x.n).ToArray());
+            (item!["chain"] ?? item["rule"] ?? item["table"])?.AsObject().Remove("handle");
         }
-        finally
-        {
-            _nft.SetOutputFlags(0);
-        }
+        // Kernel listing order follows creation order; compare by name instead, keeping each
+        // chain's rules in their order (that order is meaningful).
+        var items = root["nftables"]!.AsArray().Skip(1).Select(n => n!.ToJsonString()).Select(t => JsonNode.Parse(t)!).ToList();
+        string Key(JsonNode n) => n["table"] is not null ? "0" : n["set"] is not null ? "1" + n["set"]!["name"] : n["map"] is not null ? "1" + n["map"]!["name"]
+            : n["chain"] is not null ? "2" + n["chain"]!["name"] + "\u0000" : "2" + n["rule"]!["chain"] + "\u0001";
+        return new JsonArray(items.Select((n, index) => (n, index)).OrderBy(x => Key(x.n), StringComparer.Ordinal).ThenBy(x => x.index).Select(x => x.n).ToArray());
     }
 
     [Fact]
