@@ -86,10 +86,14 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
             // IPv4 floods (ping -f sends the next request as soon as a reply comes back, so it
             // measures the switch to the microsecond); IPv6 pings every millisecond: a second
             // flood would take the last free core of a small machine and slow everything it measures.
-            using var ping4 = net.Exec(pinger, ["ping", "-f", "-q", b.Vip4.ToString()]);
-            using var ping6 = net.Exec(pinger, ["ping", "-q", "-i", "0.001", b.Vip6.ToString()]);
+            // By name: the instance's resolver asks Relay's DNS server (its resolv.conf points at the
+            // gateway), as any program would.
+            var resolved = Resolve(net, pinger, "b.com");
+            Say($"inside {pinger}: dig b.com -> {resolved}");
+            using var ping4 = net.Exec(pinger, ["ping", "-4", "-f", "-q", "b.com"]);
+            using var ping6 = net.Exec(pinger, ["ping", "-6", "-q", "-i", "0.001", "b.com"]);
             Say($"c.com streams UDP from port {FixedSourcePort} to a.com at 1000 datagrams/s; it landed on {Holder(sinks)}");
-            Say($"{pinger} (a.com) pings b.com at {b.Vip4} (ping -f) and {b.Vip6} (every ms)");
+            Say($"{pinger} (a.com) runs 'ping -4 -f b.com' and 'ping -6 -i 0.001 b.com' ({b.Vip4}, {b.Vip6})");
             await Task.Delay(300, cancellationToken).ConfigureAwait(false);
 
             output.WriteLine();
@@ -194,6 +198,19 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
             Thread.Sleep(10);
         }
         return sinks.ToDictionary(kv => kv.Key, kv => kv.Value.Count - before[kv.Key]);
+    }
+
+    /// <summary>What <c>dig +short NAME</c> prints inside <paramref name="instance"/> (A and AAAA).</summary>
+    private static string Resolve(RelayNetwork net, string instance, string name)
+    {
+        var lines = new List<string>();
+        foreach (var type in new[] { "A", "AAAA" })
+        {
+            using var dig = net.Exec(instance, ["dig", "+short", "+time=2", type, name]);
+            dig.WaitForExitAsync().Wait(TimeSpan.FromSeconds(5));
+            lines.AddRange(dig.RecentOutput());
+        }
+        return string.Join(", ", lines);
     }
 
     /// <summary>The a.com instance that received the fixed-port stream last.</summary>
