@@ -25,6 +25,7 @@ public static class DataplaneCompiler
         NftNames.Ports6, NftNames.Backends4, NftNames.Backends6,
         NftNames.TcpBackends4, NftNames.UdpBackends4, NftNames.TcpBackends6, NftNames.UdpBackends6,
         NftNames.Flows4, NftNames.Flows6, NftNames.FlowStats4, NftNames.FlowStats6,
+        NftNames.ServiceStats4, NftNames.ServiceStats6,
     ];
 
     /// <summary>Compiles <paramref name="spec"/> as a whole (the full-resync path).</summary>
@@ -88,7 +89,12 @@ public static class DataplaneCompiler
     public static NftFragment CompileService(DataplaneService service)
     {
         var chains = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
-        var elements = new List<NftElement>();
+        // Counted whether or not it has instances: traffic to a service with none is worth seeing.
+        var elements = new List<NftElement>
+        {
+            new(NftNames.ServiceStats4, service.Vip4.ToString(), ""),
+            new(NftNames.ServiceStats6, service.Vip6.ToString(), ""),
+        };
         if (service.Backends.Count == 0)
         {
             // No entry at all: the orchestrator has no route for virtual addresses, so the

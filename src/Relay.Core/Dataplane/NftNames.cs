@@ -61,6 +61,11 @@ public static class NftNames
     /// <summary>Set of client IPv6 . flow IPv6 with a counter per element.</summary>
     public const string FlowStats6 = "fstat6";
 
+    /// <summary>Set of virtual IPv4 addresses with a counter each: every packet sent to a service.</summary>
+    public const string ServiceStats4 = "vstat4";
+    /// <summary>Set of virtual IPv6 addresses with a counter each.</summary>
+    public const string ServiceStats6 = "vstat6";
+
     /// <summary>Dynamic sets of DNS clients over their fair rate (per source address).</summary>
     public const string DnsRate4 = "dnsrate4";
     /// <summary>The IPv6 counterpart of <see cref="DnsRate4"/>.</summary>

@@ -31,6 +31,8 @@ public static class NftScript
         	map {{NftNames.Backends6}} { typeof ip6 daddr . numgen inc mod 1 : ip6 daddr; }
         	map {{NftNames.Flows4}} { type ipv4_addr : ipv4_addr; }
         	map {{NftNames.Flows6}} { type ipv6_addr : ipv6_addr; }
+        	set {{NftNames.ServiceStats4}} { type ipv4_addr; counter; }
+        	set {{NftNames.ServiceStats6}} { type ipv6_addr; counter; }
         	set {{NftNames.FlowStats4}} { type ipv4_addr . ipv4_addr; counter; }
         	set {{NftNames.FlowStats6}} { type ipv6_addr . ipv6_addr; counter; }
         	set {{NftNames.DnsRate4}} { type ipv4_addr; size 65535; flags dynamic,timeout; timeout 1m; }
@@ -43,6 +45,8 @@ public static class NftScript
         		type filter hook prerouting priority raw; policy accept;
         		iifname "{{NftNames.HostInterfacePrefix}}*" iifname . ip saddr != @{{NftNames.Sources4}} counter drop comment "anti-spoofing"
         		iifname "{{NftNames.HostInterfacePrefix}}*" ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @{{NftNames.Sources6}} counter drop comment "anti-spoofing"
+        		ip daddr @{{NftNames.ServiceStats4}} comment "per-service traffic: count"
+        		ip6 daddr @{{NftNames.ServiceStats6}} comment "per-service traffic: count"
         		ip saddr . ip daddr @{{NftNames.FlowStats4}} comment "per-client flow addresses: count"
         		ip6 saddr . ip6 daddr @{{NftNames.FlowStats6}} comment "per-client flow addresses: count"
         	}

@@ -10,7 +10,7 @@ public class DataplaneCompilerTests
 {
     private const string Seed = "seed 0x52656c61";
 
-    private static readonly string[] AllSets = ["be4", "be6", "flow4", "flow6", "fstat4", "fstat6", "pbe4t", "pbe4u", "pbe6t", "pbe6u", "port4", "port6", "src4", "src6", "svc4", "svc6"];
+    private static readonly string[] AllSets = ["be4", "be6", "flow4", "flow6", "fstat4", "fstat6", "pbe4t", "pbe4u", "pbe6t", "pbe6u", "port4", "port6", "src4", "src6", "svc4", "svc6", "vstat4", "vstat6"];
 
     [Fact]
     public void Compile_Layer3RoundRobinTwoBackends_SvcElementsJumpToSharedChain()
@@ -31,7 +31,7 @@ public class DataplaneCompilerTests
         Assert.Empty(rs.Elements["port4"]);
         Assert.Empty(rs.Elements["pbe4t"]);
         Assert.Empty(rs.Elements["src4"]);
-        Assert.Equal(6, rs.ElementCount);
+        Assert.Equal(8, rs.ElementCount); // 6 dispatch and slot elements, 2 traffic counters
     }
 
     [Fact]
@@ -180,13 +180,15 @@ public class DataplaneCompilerTests
     }
 
     [Fact]
-    public void Compile_ServiceWithoutBackends_NoElementsNoChains()
+    public void Compile_ServiceWithoutBackends_OnlyItsTrafficCountersNoChains()
     {
         var rs = DataplaneCompiler.Compile(Spec(
             Service(0, []),
             Service(1, [], LoadBalancingPolicy.Maglev, ports: [new PortMapping(TransportProtocol.Tcp, 80, 80)])));
 
-        Assert.Equal(0, rs.ElementCount);
+        Assert.Equal(4, rs.ElementCount);
+        Assert.Equal(2, rs.Elements["vstat4"].Count);
+        Assert.Equal(2, rs.Elements["vstat6"].Count);
         Assert.Empty(rs.Chains);
         Assert.Equal(AllSets, rs.Elements.Keys);
     }

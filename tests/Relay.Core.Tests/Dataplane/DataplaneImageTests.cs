@@ -112,7 +112,7 @@ public class DataplaneImageTests
         var plan = image.Plan([], removedServices: [Service(0, []).Name]);
 
         Assert.Equal(0, plan.Transaction.ChainsDeleted);
-        Assert.Equal(6, plan.Transaction.ElementsDeleted);
+        Assert.Equal(8, plan.Transaction.ElementsDeleted); // with the service's two traffic counters
         Assert.Equal(0, plan.Transaction.ElementsAdded);
         image.Commit(plan);
 

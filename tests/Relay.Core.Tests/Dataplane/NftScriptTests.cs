@@ -188,7 +188,7 @@ public class NftScriptTests
 
         var tx = NftScript.Diff(current, desired);
 
-        Assert.Equal(6, tx.ElementsDeleted);
+        Assert.Equal(8, tx.ElementsDeleted); // with the service's two traffic counters
         Assert.Equal(0, tx.ElementsAdded);
         Assert.Equal(2, tx.ChainsDeleted);
         Assert.EndsWith("delete chain inet relay lb4-round-robin-2\ndelete chain inet relay lb6-round-robin-2\n", tx.ToString());
