@@ -48,6 +48,9 @@ public sealed class NftContext : INftables
             LibNftables.CtxBufferError(c);
             // Touch the kernel once so the netlink socket is opened here, in this namespace.
             LibNftables.RunCmdFromBuffer(c, "list tables");
+            // Reading a buffer empties it; unread, this listing would prefix the next command's output.
+            LibNftables.CtxGetOutputBuffer(c);
+            LibNftables.CtxGetErrorBuffer(c);
             return c;
         });
         return new NftContext(thread, ctx);

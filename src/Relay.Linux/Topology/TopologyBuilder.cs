@@ -28,19 +28,7 @@ public static class TopologyBuilder
         try
         {
             thread = NetnsThread.Enter(name);
-            foreach (var (key, value) in new[]
-                     {
-                         ("net.ipv4.ip_forward", "1"),
-                         ("net.ipv6.conf.all.forwarding", "1"),
-                         ("net.ipv4.conf.all.rp_filter", "0"),
-                         ("net.ipv4.conf.default.rp_filter", "0"),
-                         ("net.ipv6.conf.all.accept_dad", "0"),
-                         ("net.ipv6.conf.default.accept_dad", "0"),
-                     })
-            {
-                Sysctl.Write(thread, key, value);
-            }
-            IpCommand.Batch(name, ["link set lo up"]);
+            ConfigureOrchestrator(name, thread);
             return thread;
         }
         catch
@@ -50,6 +38,48 @@ public static class TopologyBuilder
             throw;
         }
     }
+
+    /// <summary>
+    /// Enters an orchestrator namespace that already exists (a daemon restarting) and makes sure of
+    /// its settings; writing a sysctl to the value it has changes nothing.
+    /// </summary>
+    public static NetnsThread AdoptOrchestrator(string name)
+    {
+        var thread = NetnsThread.Enter(name);
+        try
+        {
+            ConfigureOrchestrator(name, thread);
+            return thread;
+        }
+        catch
+        {
+            thread.Dispose();
+            throw;
+        }
+    }
+
+    private static void ConfigureOrchestrator(string name, NetnsThread thread)
+    {
+        foreach (var (key, value) in new[]
+                 {
+                     ("net.ipv4.ip_forward", "1"),
+                     ("net.ipv6.conf.all.forwarding", "1"),
+                     ("net.ipv4.conf.all.rp_filter", "0"),
+                     ("net.ipv4.conf.default.rp_filter", "0"),
+                     ("net.ipv6.conf.all.accept_dad", "0"),
+                     ("net.ipv6.conf.default.accept_dad", "0"),
+                 })
+        {
+            if (Sysctl.Read(thread, key) != value)
+            {
+                Sysctl.Write(thread, key, value);
+            }
+        }
+        IpCommand.Batch(name, ["link set lo up"]);
+    }
+
+    /// <summary>True when the instance's namespace exists and the orchestrator end of its veth is there.</summary>
+    public static bool IsWired(string orchestrator, InstanceWiring w) => Netns.Exists(w.Namespace) && LinkExists(orchestrator, w.HostInterface);
 
     /// <summary>
     /// Creates the instance namespace and its veth, configured on both ends. Three short <c>ip</c>
