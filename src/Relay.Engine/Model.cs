@@ -48,7 +48,20 @@ public sealed record FlowInfo(string Client, string Service, IPAddress Flow4, IP
 /// <param name="State">Standby, active or draining.</param>
 /// <param name="Command">The command it runs, if any.</param>
 /// <param name="Pid">The command's process id while it runs.</param>
-public sealed record InstanceInfo(string Name, string Service, string Namespace, string HostInterface, IPAddress Address4, IPAddress Address6, InstanceState State, IReadOnlyList<string>? Command, int? Pid);
+public sealed record InstanceInfo(string Name, string Service, string Namespace, string HostInterface, IPAddress Address4, IPAddress Address6, InstanceState State, IReadOnlyList<string>? Command, int? Pid)
+{
+    /// <summary>none, starting, healthy or unhealthy.</summary>
+    public string Health { get; init; } = HealthStates.None;
+
+    /// <summary>Restart policy of its command.</summary>
+    public string Restart { get; init; } = "on-failure";
+
+    /// <summary>How many times its command was restarted.</summary>
+    public int Restarts { get; init; }
+
+    /// <summary>True when it takes new flows now (active, and healthy or the service has no healthy instance).</summary>
+    public bool InBalancer { get; init; }
+}
 
 /// <summary>What a migration did and how long each step took.</summary>
 /// <param name="Service">The service.</param>
@@ -96,4 +109,39 @@ internal sealed record InstanceRecord(
     IPAddress Address4,
     IPAddress Address6,
     ImmutableArray<string>? Command,
-    InstanceState State);
+    InstanceState State)
+{
+    /// <summary>never | on-failure | always.</summary>
+    public string Restart { get; init; } = "on-failure";
+
+    /// <summary>The health check as asked for (null: none).</summary>
+    public Relay.Engine.Api.HealthSpec? HealthSpec { get; init; }
+
+    /// <summary>Health as last seen: healthy, unhealthy, starting (checked but not yet healthy), or none.</summary>
+    public string Health { get; init; } = HealthStates.None;
+
+    /// <summary>The command's pid and start time while it runs.</summary>
+    public int? Pid { get; init; }
+
+    /// <summary>Start time of <see cref="Pid"/> (clock ticks since boot).</summary>
+    public long? PidStart { get; init; }
+
+    /// <summary>When a draining instance is cut and stopped at the latest.</summary>
+    public DateTimeOffset? DrainUntil { get; init; }
+
+    /// <summary>How many times its command was restarted.</summary>
+    public int Restarts { get; init; }
+}
+
+/// <summary>Health states as reported.</summary>
+public static class HealthStates
+{
+    /// <summary>No health check configured.</summary>
+    public const string None = "none";
+    /// <summary>Checked, not healthy yet.</summary>
+    public const string Starting = "starting";
+    /// <summary>Passing its check.</summary>
+    public const string Healthy = "healthy";
+    /// <summary>Failing its check: out of the balancer.</summary>
+    public const string Unhealthy = "unhealthy";
+}

@@ -35,6 +35,9 @@ public sealed record NetworkOptions
     /// <summary>How long an instance's process gets between SIGTERM and SIGKILL.</summary>
     public TimeSpan StopGrace { get; init; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>Where instance commands' output goes (<c>DIR/NETWORK/INSTANCE.log</c>).</summary>
+    public string LogDirectory { get; init; } = "/run/relay/logs";
+
     /// <summary>Where the record of what Relay created is kept, so that it (and only it) can be removed after a crash.</summary>
     public string RecordDirectory { get; init; } = "/run/relay/networks";
 }
@@ -104,4 +107,10 @@ public sealed record InstanceOptions
     /// migration. When false (default) it receives new flows at once.
     /// </summary>
     public bool Standby { get; init; }
+
+    /// <summary>never, on-failure (default) or always: what happens when the command exits.</summary>
+    public string? Restart { get; init; }
+
+    /// <summary>A health check (exec, tcp, http or icmp); without one the instance counts as healthy.</summary>
+    public Relay.Engine.Api.HealthSpec? Health { get; init; }
 }

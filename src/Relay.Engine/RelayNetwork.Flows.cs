@@ -30,7 +30,7 @@ public sealed partial class RelayNetwork
         {
             if (_disposed || !_instanceByAddress.TryGetValue(client, out var clientName)
                 || !ServiceName.TryParse(service.Name, out var name, out _) || !_services.TryGetValue(name, out var svc)
-                || svc.Backends.Count == 0)
+                || EffectiveBackends(svc).Count == 0)
             {
                 return false;
             }
@@ -45,6 +45,7 @@ public sealed partial class RelayNetwork
                     _flows4.Claim(f4);
                     _flows6.Claim(f6);
                     Remember([flow]);
+                    Persist();
                     LogFlowAllocated(_log, Name, clientName, name.Value, f4, f6, flow.Backend);
                 }
                 catch (RelayException e)
@@ -109,7 +110,9 @@ public sealed partial class RelayNetwork
             ApplyLocked([], [], [], [], [moved]);
             Remember([moved]);
             _dataplane.DeleteStaleStatelessFlows([moved.Flow4, moved.Flow6], [old.Address4, old.Address6]);
+            Persist();
             LogFlowRepointed(_log, Name, client, svc.Name.Value, old.Name, target.Name);
+            Emit(EventKinds.FlowRepointed, svc.Name.Value, $"flow {client} -> {svc.Name} moved {old.Name} -> {target.Name}", ("client", client), ("from", old.Name), ("to", target.Name));
             return FlowInfoOf(moved);
         }
     }
@@ -119,17 +122,18 @@ public sealed partial class RelayNetwork
     /// <summary>The instance a new flow of <paramref name="client"/> goes to, by the service's policy.</summary>
     private string PickBackend(ServiceRecord svc, string client)
     {
+        var backends = EffectiveBackends(svc).Select(b => b.Name).ToArray();
         switch (svc.Policy)
         {
             case LoadBalancingPolicy.RoundRobin:
-                return svc.Backends[(int)((uint)Interlocked.Increment(ref _roundRobin) % (uint)svc.Backends.Count)];
+                return backends[(int)((uint)Interlocked.Increment(ref _roundRobin) % (uint)backends.Length)];
             case LoadBalancingPolicy.Maglev or LoadBalancingPolicy.Source:
                 // The client's name hashed into the service's Maglev table: the same client keeps
                 // its instance while instances come and go, as far as Maglev allows.
-                var table = Maglev.Build(svc.Backends, svc.MaglevTableSize);
-                return svc.Backends[table[(int)(StableHash(client) % (uint)table.Length)]];
+                var table = Maglev.Build(backends, svc.MaglevTableSize);
+                return backends[table[(int)(StableHash(client) % (uint)table.Length)]];
             default:
-                return svc.Backends[Random.Shared.Next(svc.Backends.Count)];
+                return backends[Random.Shared.Next(backends.Length)];
         }
     }
 
@@ -150,7 +154,7 @@ public sealed partial class RelayNetwork
     {
         foreach (var f in flows)
         {
-            _flows[(f.Client, f.Service)] = f;
+            PutFlow(f);
         }
     }
 
@@ -158,7 +162,7 @@ public sealed partial class RelayNetwork
     {
         foreach (var f in flows)
         {
-            _flows.Remove((f.Client, f.Service));
+            DropFlow(f);
             _flows4.Release(f.Flow4);
             _flows6.Release(f.Flow6);
         }

@@ -32,8 +32,11 @@ public sealed partial class RelayNetwork
     [LoggerMessage(EventId = 9, Level = LogLevel.Information, Message = "network {Network}: instance {Instance}: pid {Pid} stopped (exit code {ExitCode})")]
     private static partial void LogProcessStopped(ILogger log, string network, string instance, int pid, int exitCode);
 
-    [LoggerMessage(EventId = 10, Level = LogLevel.Debug, Message = "network {Network}: instance {Instance}: {Line}")]
-    private static partial void LogInstanceOutput(ILogger log, string network, string instance, string line);
+    [LoggerMessage(EventId = 10, Level = LogLevel.Information, Message = "network {Network}: instance {Instance} is {Health} {Reason}")]
+    private static partial void LogHealthChanged(ILogger log, string network, string instance, string health, string reason);
+
+    [LoggerMessage(EventId = 20, Level = LogLevel.Error, Message = "network {Network}: instance {Instance}: could not apply a health change: {Reason}")]
+    private static partial void LogHealthApplyFailed(ILogger log, string network, string instance, string reason);
 
     [LoggerMessage(EventId = 12, Level = LogLevel.Warning, Message = "network {Network}: could not write the record of created namespaces: {Reason}")]
     private static partial void LogRecordFailed(ILogger log, string network, string reason);
@@ -49,6 +52,21 @@ public sealed partial class RelayNetwork
 
     [LoggerMessage(EventId = 17, Level = LogLevel.Information, Message = "network {Network}: flow {Client} -> {Service} re-pointed {From} -> {To}")]
     private static partial void LogFlowRepointed(ILogger log, string network, string client, string service, string from, string to);
+
+    [LoggerMessage(EventId = 18, Level = LogLevel.Error, Message = "network {Network}: could not write the change to the store: {Reason}")]
+    private static partial void LogStoreFailed(ILogger log, string network, string reason);
+
+    [LoggerMessage(EventId = 19, Level = LogLevel.Warning, Message = "network {Network}: an event handler failed: {Reason}")]
+    private static partial void LogEventHandlerFailed(ILogger log, string network, string reason);
+
+    [LoggerMessage(EventId = 21, Level = LogLevel.Information, Message = "network {Network}: restored (table rewritten: {Rewritten}; instances re-wired: {Rewired}; commands adopted: {Adopted}, started: {Started}; orphans removed: {Orphans})")]
+    private static partial void LogRestored(ILogger log, string network, bool rewritten, int rewired, int adopted, int started, int orphans);
+
+    [LoggerMessage(EventId = 22, Level = LogLevel.Information, Message = "network {Network}: detached (left running in the kernel)")]
+    private static partial void LogDetached(ILogger log, string network);
+
+    [LoggerMessage(EventId = 23, Level = LogLevel.Error, Message = "network {Network}: instance {Instance}: draining or removing it failed: {Reason}")]
+    private static partial void LogDrainFailed(ILogger log, string network, string instance, string reason);
 
     [LoggerMessage(EventId = 13, Level = LogLevel.Information, Message = "network {Network}: torn down")]
     private static partial void LogTornDown(ILogger log, string network);

@@ -16,6 +16,7 @@ using Relay.Engine.Dataplane;
 using Relay.Engine.Dns;
 using Relay.Linux.Namespaces;
 using Relay.Linux.Processes;
+using Relay.Engine.State;
 using Relay.Linux.Topology;
 
 namespace Relay.Engine;
@@ -35,7 +36,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
     private readonly ILogger _log;
     private readonly NetworkOptions _options;
     private readonly NetnsThread _orchestrator;
-    private readonly DataplaneRuntime _dataplane;
+    private DataplaneRuntime _dataplane;
     private readonly Gateways _gateways;
     private readonly AddressPool _instances4;
     private readonly AddressPool _instances6;
@@ -50,17 +51,16 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
     private DnsServer? _dns;
     private readonly Dictionary<ServiceName, ServiceRecord> _services = [];
     private readonly Dictionary<string, InstanceRecord> _instanceRecords = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, NamespacedProcess> _processes = new(StringComparer.Ordinal);
     private int _nextIndex = 1;
     private bool _disposed;
 
-    private RelayNetwork(NetworkOptions options, ILogger log, NetnsThread orchestrator, DataplaneRuntime dataplane, AddressPool[] pools)
+    private RelayNetwork(NetworkOptions options, ILogger log, NetnsThread orchestrator, DataplaneRuntime dataplane, AddressPool?[] pools)
     {
         _options = options;
         _log = log;
         _orchestrator = orchestrator;
         _dataplane = dataplane;
-        (_instances4, _instances6, _virtual4, _virtual6, _flows4, _flows6) = (pools[0], pools[1], pools[2], pools[3], pools[4], pools[5]);
+        (_instances4, _instances6, _virtual4, _virtual6, _flows4, _flows6) = (pools[0]!, pools[1]!, pools[2]!, pools[3]!, pools[4]!, pools[5]!);
         _dnsOptions = DnsOptionsOf(options.Dns);
         _gateways = new Gateways(Gateway(_instances4.Prefix), Gateway(_instances6.Prefix));
         Name = options.Name;
@@ -82,10 +82,49 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
     /// Creates a network: validates the options, creates the orchestrator namespace and installs
     /// Relay's table in one transaction. On any failure nothing is left behind.
     /// </summary>
-    public static RelayNetwork Create(NetworkOptions options, ILogger? logger = null)
+    public static RelayNetwork Create(NetworkOptions options, ILogger? logger = null, INetworkStore? store = null)
     {
         var log = logger ?? NullLogger.Instance;
         var errors = new ErrorCollector();
+        var (name, pools, upstreams) = ValidateOptions(options, errors);
+        if (name is not null && Netns.Exists(NetworkNames.Orchestrator(name)))
+        {
+            errors.Add(ErrorCode.Duplicate, "network.name", $"network '{name}' already exists (namespace {NetworkNames.Orchestrator(name)}); remove it with 'relay down --network {name}' or pick another name");
+        }
+        errors.ThrowIfAny();
+        options = options with { Name = name! };
+
+        var ns = NetworkNames.Orchestrator(options.Name);
+        var thread = TopologyBuilder.CreateOrchestrator(ns);
+        DataplaneRuntime? dataplane = null;
+        try
+        {
+            dataplane = DataplaneRuntime.Open(thread, options.Name, log);
+            var network = new RelayNetwork(options, log, thread, dataplane, pools) { _store = store };
+            network.StartDns(upstreams);
+            network.SaveRecord();
+            LogCreated(log, options.Name, ns);
+            return network;
+        }
+        catch
+        {
+            dataplane?.Dispose();
+            thread.Dispose();
+            Netns.Delete(ns);
+            throw;
+        }
+    }
+
+    private void StartDns(IReadOnlyList<IPEndPoint> upstreams)
+    {
+        if (_options.Dns.Enabled)
+        {
+            _dns = DnsServer.Start(_orchestrator, [_gateways.V4, _gateways.V6], 53, () => _names, _dnsOptions, this, upstreams, _log);
+        }
+    }
+
+    private static (string? Name, AddressPool?[] Pools, IReadOnlyList<IPEndPoint> Upstreams) ValidateOptions(NetworkOptions options, ErrorCollector errors)
+    {
         var name = ResourceName.ValidateNetwork(options.Name, "network.name", errors);
         var pools = new AddressPool?[]
         {
@@ -108,36 +147,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         {
             errors.Add(ErrorCode.Invalid, "network.drainTimeout", "the drain timeout cannot be negative");
         }
-        if (name is not null && Netns.Exists(NetworkNames.Orchestrator(name)))
-        {
-            errors.Add(ErrorCode.Duplicate, "network.name", $"network '{name}' already exists (namespace {NetworkNames.Orchestrator(name)}); remove it with 'relay down --network {name}' or pick another name");
-        }
-        errors.ThrowIfAny();
-        options = options with { Name = name! };
-
-        var ns = NetworkNames.Orchestrator(options.Name);
-        var thread = TopologyBuilder.CreateOrchestrator(ns);
-        DataplaneRuntime? dataplane = null;
-        try
-        {
-            dataplane = DataplaneRuntime.Open(thread, options.Name, log);
-            var network = new RelayNetwork(options, log, thread, dataplane, pools!);
-            if (options.Dns.Enabled)
-            {
-                network._dns = DnsServer.Start(thread, [network._gateways.V4, network._gateways.V6], 53,
-                    () => network._names, network._dnsOptions, network, upstreams, log);
-            }
-            network.SaveRecord();
-            LogCreated(log, options.Name, ns);
-            return network;
-        }
-        catch
-        {
-            dataplane?.Dispose();
-            thread.Dispose();
-            Netns.Delete(ns);
-            throw;
-        }
+        return (name, pools, upstreams);
     }
 
     // ---------------------------------------------------------------- services
@@ -228,10 +238,13 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             {
                 _virtual4.Claim(record.Vip4, advanceCursor: isAuto4);
                 _virtual6.Claim(record.Vip6, advanceCursor: isAuto6);
-                _services[record.Name] = record;
+                PutService(record);
                 LogServiceAdded(_log, Name, record.Name.Value, record.Vip4, record.Vip6, PolicyNames.Of(record.Policy));
+                Emit(EventKinds.ServiceAdded, record.Name.Value, $"service {record.Name} added at {record.Vip4} and {record.Vip6}",
+                    ("vip4", record.Vip4), ("vip6", record.Vip6), ("policy", PolicyNames.Of(record.Policy)));
             }
             PublishNames();
+            Persist();
             return planned.Select(p => Info(p.Record)).ToArray();
         }
     }
@@ -251,10 +264,12 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             var flows = _flows.Values.Where(f => f.Service == record.Name).ToArray();
             ApplyLocked([], [record.Name.Value], [], [], removedFlows: flows);
             ForgetFlows(flows);
-            _services.Remove(record.Name);
+            DropService(record.Name);
             _virtual4.Release(record.Vip4);
             _virtual6.Release(record.Vip6);
             PublishNames();
+            Persist();
+            Emit(EventKinds.ServiceRemoved, record.Name.Value, $"service {record.Name} removed");
             LogServiceRemoved(_log, Name, record.Name.Value);
         }
     }
@@ -280,290 +295,16 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         }
     }
 
-    // ---------------------------------------------------------------- instances
-
-    /// <summary>
-    /// Adds an instance of <paramref name="service"/>: its namespace and veth, its addresses, its
-    /// command, and (unless standby) its place in the balancer, in that order, so that it only
-    /// receives traffic once it is up.
-    /// </summary>
-    public InstanceInfo AddInstance(string service, InstanceOptions? options = null)
-    {
-        options ??= new InstanceOptions();
-        lock (_gate)
-        {
-            ThrowIfDisposed();
-            var errors = new ErrorCollector();
-            ServiceRecord? svc = null;
-            try
-            {
-                svc = FindService(service, "instance.service");
-            }
-            catch (RelayException e)
-            {
-                errors.AddRange(e.Errors);
-            }
-            var name = options.Name is null ? (svc is null ? null : GenerateInstanceName(svc.Name)) : ResourceName.ValidateInstance(options.Name, "instance.name", errors);
-            if (name is not null && _instanceRecords.ContainsKey(name))
-            {
-                errors.Add(ErrorCode.Duplicate, "instance.name", $"instance '{name}' already exists");
-            }
-            if (options.Command is { } cmd)
-            {
-                ValidateCommand(cmd, "instance.command", errors);
-            }
-            var a4 = PickAddress(_instances4, null, "instance.address4", errors);
-            var a6 = PickAddress(_instances6, null, "instance.address6", errors);
-            errors.ThrowIfAny();
-
-            var index = _nextIndex;
-            var record = new InstanceRecord(name!, svc!.Name, index, NetworkNames.Instance(Name, name!), NetworkNames.HostInterface(index), a4!, a6!,
-                options.Command is null ? null : [.. options.Command], options.Standby ? InstanceState.Standby : InstanceState.Active);
-            var wiring = Wiring(record);
-            TopologyBuilder.WireInstance(OrchestratorNamespace, _gateways, wiring);
-            NamespacedProcess? process = null;
-            try
-            {
-                WriteResolvConf(record);
-                if (record.Command is { } command)
-                {
-                    process = StartProcess(record, command);
-                }
-                var newService = options.Standby ? svc : GrowBackends(svc, svc.Backends.Add(record.Name));
-                _instanceRecords[record.Name] = record;
-                try
-                {
-                    ApplyLocked(options.Standby ? [] : [newService], [], [Link(record)], []);
-                }
-                catch
-                {
-                    _instanceRecords.Remove(record.Name);
-                    throw;
-                }
-                _services[svc.Name] = newService;
-            }
-            catch
-            {
-                if (process is not null)
-                {
-                    StopProcess(record.Name, process).GetAwaiter().GetResult();
-                }
-                NamespacedProcess.KillNamespace(record.Namespace);
-                TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
-                NetnsEtc.Remove(record.Namespace);
-                throw;
-            }
-            _instanceByAddress[record.Address4] = record.Name;
-            _instanceByAddress[record.Address6] = record.Name;
-            if (process is not null)
-            {
-                _processes[record.Name] = process;
-            }
-            _instances4.Claim(a4!);
-            _instances6.Claim(a6!);
-            _nextIndex++;
-            SaveRecord();
-            LogInstanceAdded(_log, Name, record.Name, record.Service.Value, record.Address4, record.Address6, record.State.ToString());
-            return Info(record);
-        }
-    }
-
-    /// <summary>
-    /// Takes an instance out of the balancer (its ICMP/UDP flows move to the remaining instances at
-    /// once), lets its TCP flows drain until they close or <paramref name="drain"/> passes (default:
-    /// the network's drain timeout; zero cuts them), then stops it and removes its namespace.
-    /// The returned task completes when the instance is gone.
-    /// </summary>
-    public Task<DrainResult> RemoveInstanceAsync(string instance, TimeSpan? drain = null)
-    {
-        lock (_gate)
-        {
-            ThrowIfDisposed();
-            var errors = new ErrorCollector();
-            var record = FindInstance(instance, "instance", errors);
-            CheckDrain(drain, errors);
-            errors.ThrowIfAny();
-            if (record!.State == InstanceState.Draining)
-            {
-                throw new RelayException(ErrorCode.Conflict, "instance", $"instance '{record.Name}' is already leaving");
-            }
-            var svc = _services[record.Service];
-            var started = Stopwatch.GetTimestamp();
-            var moved = Array.Empty<FlowRecord>();
-            if (record.State == InstanceState.Active)
-            {
-                var newService = svc with { Backends = svc.Backends.Remove(record.Name) };
-                // Its flow addresses move to the instances that remain (or go, with the last one).
-                var affected = FlowsTo(svc.Name, record.Name);
-                moved = newService.Backends.Count == 0 ? [] : affected.Select(f => f with { Backend = PickBackend(newService, f.Client) }).ToArray();
-                var dropped = newService.Backends.Count == 0 ? affected : [];
-                ApplyLocked([newService], [], [], [], moved, dropped);
-                _services[svc.Name] = newService;
-                Remember(moved);
-                ForgetFlows(dropped);
-            }
-            _instanceRecords[record.Name] = record with { State = InstanceState.Draining };
-            DeleteStaleStatelessFlows(svc, [record], moved);
-            return StartDrain(record, svc, drain ?? _options.DrainTimeout, started);
-        }
-    }
-
-    /// <summary>Every instance, sorted by name.</summary>
-    public IReadOnlyList<InstanceInfo> Instances
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _instanceRecords.Values.OrderBy(i => i.Name, StringComparer.Ordinal).Select(Info).ToArray();
-            }
-        }
-    }
-
-    /// <summary>One instance.</summary>
-    public InstanceInfo GetInstance(string instance)
-    {
-        lock (_gate)
-        {
-            var errors = new ErrorCollector();
-            var record = FindInstance(instance, "instance", errors);
-            errors.ThrowIfAny();
-            return Info(record!);
-        }
-    }
-
-    /// <summary>The recent output of an instance's command.</summary>
-    public IReadOnlyList<string> Logs(string instance)
-    {
-        lock (_gate)
-        {
-            var errors = new ErrorCollector();
-            var record = FindInstance(instance, "instance", errors);
-            errors.ThrowIfAny();
-            return _processes.TryGetValue(record!.Name, out var p) ? p.RecentOutput() : [];
-        }
-    }
-
-    /// <summary>Runs a command inside an instance's namespace; the caller owns (and disposes) the process.</summary>
-    public NamespacedProcess Exec(string instance, IReadOnlyList<string> command, Action<string>? onOutput = null)
-    {
-        lock (_gate)
-        {
-            ThrowIfDisposed();
-            var errors = new ErrorCollector();
-            var record = FindInstance(instance, "instance", errors);
-            ValidateCommand(command, "command", errors);
-            errors.ThrowIfAny();
-            return NamespacedProcess.Start(record!.Namespace, command, onOutput);
-        }
-    }
-
-    // ---------------------------------------------------------------- migration
-
-    /// <summary>
-    /// Moves <paramref name="service"/> from instance <paramref name="from"/> to instance <paramref name="to"/>,
-    /// make-before-break: (1) <paramref name="to"/> is already up; (2) one nft transaction gives it
-    /// <paramref name="from"/>'s slots; (3) only then exactly the stale ICMP/UDP conntrack entries
-    /// (original destination = a virtual address of the service, reply source = <paramref name="from"/>)
-    /// are deleted, so their next packet is translated afresh to <paramref name="to"/>; (4) TCP flows
-    /// drain on <paramref name="from"/>, which stops when they are closed or the deadline passed.
-    /// The call returns after step 3; <see cref="MigrationResult.Drained"/> completes after step 4.
-    /// </summary>
-    public MigrationResult Migrate(string service, string from, string to, TimeSpan? drain = null)
-    {
-        lock (_gate)
-        {
-            ThrowIfDisposed();
-            var errors = new ErrorCollector();
-            ServiceRecord? svc = null;
-            try
-            {
-                svc = FindService(service, "service");
-            }
-            catch (RelayException e)
-            {
-                errors.AddRange(e.Errors);
-            }
-            var old = FindInstance(from, "from", errors);
-            var next = FindInstance(to, "to", errors);
-            CheckDrain(drain, errors);
-            if (svc is not null && old is not null && old.Service != svc.Name)
-            {
-                errors.Add(ErrorCode.Conflict, "from", $"instance '{old.Name}' belongs to service '{old.Service}', not '{svc.Name}'");
-            }
-            if (svc is not null && next is not null && next.Service != svc.Name)
-            {
-                errors.Add(ErrorCode.Conflict, "to", $"instance '{next.Name}' belongs to service '{next.Service}', not '{svc.Name}'; a service can only move to its own instances");
-            }
-            if (old is not null && next is not null && old.Name == next.Name)
-            {
-                errors.Add(ErrorCode.Conflict, "to", "an instance cannot be migrated to itself");
-            }
-            if (old is not null && old.State != InstanceState.Active)
-            {
-                errors.Add(ErrorCode.Conflict, "from", $"instance '{old.Name}' is {old.State.ToString().ToLowerInvariant()}, not in the balancer");
-            }
-            if (next is not null && next.State == InstanceState.Draining)
-            {
-                errors.Add(ErrorCode.Conflict, "to", $"instance '{next.Name}' is leaving and cannot receive flows");
-            }
-            errors.ThrowIfAny();
-
-            var started = Stopwatch.GetTimestamp();
-            // In place: the new instance takes the old one's slot, so with round-robin and random
-            // exactly the old instance's flows move and the others stay where they are.
-            var backends = next!.State == InstanceState.Active
-                ? svc!.Backends.Remove(old!.Name)
-                : svc!.Backends.SetItem(svc.Backends.IndexOf(old!.Name), next.Name);
-            var newService = GrowBackends(svc, backends);
-            // Every flow address of the service on the old instance moves in the same transaction.
-            var flows = FlowsTo(svc.Name, old.Name).Select(f => f with { Backend = next.Name }).ToArray();
-            ApplyLocked([newService], [], [], [], flows);
-            var repointed = Stopwatch.GetTimestamp();
-            _services[svc.Name] = newService;
-            Remember(flows);
-            _instanceRecords[next.Name] = next with { State = InstanceState.Active };
-            _instanceRecords[old.Name] = old with { State = InstanceState.Draining };
-            var deleted = DeleteStaleStatelessFlows(svc, [old], flows);
-            var cleaned = Stopwatch.GetTimestamp();
-            LogMigrated(_log, Name, svc.Name.Value, old.Name, next.Name, Stopwatch.GetElapsedTime(started, repointed).TotalMicroseconds,
-                Stopwatch.GetElapsedTime(repointed, cleaned).TotalMicroseconds, deleted);
-            var drained = StartDrain(old, svc, drain ?? _options.DrainTimeout, repointed);
-            return new MigrationResult(svc.Name.Value, old.Name, next.Name, started, repointed, cleaned, deleted, drained);
-        }
-    }
-
-    /// <summary>
-    /// Replaces <paramref name="instance"/> by a fresh one of the same service running the same command:
-    /// the fresh instance is started in standby, then the service migrates to it.
-    /// </summary>
-    public MigrationResult Replace(string instance, TimeSpan? drain = null, string? newName = null)
-    {
-        lock (_gate)
-        {
-            var errors = new ErrorCollector();
-            var old = FindInstance(instance, "instance", errors);
-            CheckDrain(drain, errors);
-            errors.ThrowIfAny();
-            if (old!.State != InstanceState.Active)
-            {
-                throw new RelayException(ErrorCode.Conflict, "instance", $"instance '{old.Name}' is {old.State.ToString().ToLowerInvariant()}, not in the balancer");
-            }
-            var fresh = AddInstance(old.Service.Value, new InstanceOptions { Name = newName, Command = old.Command, Standby = true });
-            try
-            {
-                return Migrate(old.Service.Value, old.Name, fresh.Name, drain);
-            }
-            catch
-            {
-                // The fresh instance never had a flow: remove it at once, no drain.
-                RemoveNowLocked(_instanceRecords[fresh.Name]);
-                throw;
-            }
-        }
-    }
-
     // ---------------------------------------------------------------- data plane
+
+    /// <summary>The health check an instance was given (null: none).</summary>
+    public Api.HealthSpec? HealthSpecOf(string instance)
+    {
+        lock (_gate)
+        {
+            return _instanceRecords.TryGetValue(instance, out var r) ? r.HealthSpec : null;
+        }
+    }
 
     /// <summary>Reinstalls the whole table from memory in one transaction (the recovery path).</summary>
     public void Resync()
@@ -597,16 +338,33 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             {
                 return;
             }
+            Emit(EventKinds.NetworkDown, Name, $"network {Name} removed");
             _disposed = true;
             Try(() => _dns?.Dispose());
+            foreach (var monitor in _monitors.Values)
+            {
+                Try(monitor.Dispose);
+            }
+            _monitors.Clear();
             // All at once: one slow process must not hold up the others' grace periods.
-            Try(() => Task.WhenAll(_processes.Select(p => StopProcess(p.Key, p.Value))).GetAwaiter().GetResult());
+            Try(() => Task.WhenAll(_processes.Values.Select(p => p.StopAsync(_options.StopGrace))).GetAwaiter().GetResult());
+            foreach (var p in _processes.Values)
+            {
+                p.Dispose();
+            }
             _processes.Clear();
             foreach (var record in _instanceRecords.Values)
             {
                 Try(() => NamespacedProcess.KillNamespace(record.Namespace));
                 Try(() => Netns.Delete(record.Namespace));
                 Try(() => NetnsEtc.Remove(record.Namespace));
+                Try(() =>
+                {
+                    if (File.Exists(LogFile(record)))
+                    {
+                        File.Delete(LogFile(record));
+                    }
+                });
             }
             _instanceRecords.Clear();
             Try(_dataplane.Dispose);
@@ -634,6 +392,37 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         }
     }
 
+    /// <summary>
+    /// Lets go of the network without touching it: the DNS server and watchers stop, handles close,
+    /// but namespaces, links, the table and instance commands stay, and the kernel goes on
+    /// forwarding. What a daemon does when it stops; the next one restores the network.
+    /// </summary>
+    public void Detach()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            _dns?.Dispose();
+            foreach (var monitor in _monitors.Values)
+            {
+                monitor.Dispose();
+            }
+            _monitors.Clear();
+            foreach (var p in _processes.Values)
+            {
+                p.Dispose();
+            }
+            _processes.Clear();
+            _dataplane.Dispose();
+            _orchestrator.Dispose();
+        }
+        LogDetached(_log, Name);
+    }
+
     // ---------------------------------------------------------------- internals
 
     private void ApplyLocked(
@@ -647,7 +436,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
 
     private DataplaneService ToDataplane(ServiceRecord s)
     {
-        var backends = s.Backends.Select(n => _instanceRecords[n]).Select(i => new DataplaneBackend(i.Name, i.Address4, i.Address6)).ToArray();
+        var backends = EffectiveBackends(s).Select(i => new DataplaneBackend(i.Name, i.Address4, i.Address6)).ToArray();
         return new DataplaneService(s.Name.Value, s.Vip4, s.Vip6, s.Policy, s.MaglevTableSize, s.Ports, backends);
     }
 
@@ -659,115 +448,6 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             [svc.Vip4, svc.Vip6, .. movedFlows.SelectMany(f => new[] { f.Flow4, f.Flow6 })],
             old.SelectMany(o => new[] { o.Address4, o.Address6 }));
 
-    private Task<DrainResult> StartDrain(InstanceRecord record, ServiceRecord svc, TimeSpan deadline, long started)
-    {
-        return Task.Run(async () =>
-        {
-            var vips = new[] { svc.Vip4, svc.Vip6 };
-            var olds = new[] { record.Address4, record.Address6 };
-            var stale = new StaleFlows(vips, olds);
-            int? atStart = null;
-            var cut = 0;
-            var until = started + (long)(deadline.TotalSeconds * Stopwatch.Frequency);
-            while (!_disposed)
-            {
-                // Read from the kernel, not the event index: a stateless flow whose translation was
-                // decided while the re-point committed can have escaped the index; it goes now.
-                var flows = _dataplane.FlowsTo(vips, olds);
-                var stragglers = flows.Where(stale.IsStatelessMatch).ToArray();
-                if (stragglers.Length > 0)
-                {
-                    LogStragglers(_log, Name, record.Name, stragglers.Length);
-                    _dataplane.DeleteFlows(stragglers);
-                }
-                var open = flows.Where(stale.IsTcpMatch).ToArray();
-                var draining = open.Count(stale.IsDrainingTcp);
-                atStart ??= draining;
-                if (draining == 0)
-                {
-                    break;
-                }
-                if (Stopwatch.GetTimestamp() >= until)
-                {
-                    // The deadline: forget the old instance's TCP entries, so the client's next
-                    // segment is picked up afresh, reaches an instance without that connection
-                    // and gets a reset instead of silence.
-                    cut = draining;
-                    _dataplane.DeleteFlows(open);
-                    break;
-                }
-                await Task.Delay(TimeSpan.FromMilliseconds(100)).ConfigureAwait(false);
-            }
-            await StopInstanceAsync(record.Name).ConfigureAwait(false);
-            var result = new DrainResult(record.Name, atStart ?? 0, cut, Stopwatch.GetElapsedTime(started));
-            LogDrained(_log, Name, record.Name, result.TcpFlowsAtStart, cut, result.Duration.TotalMilliseconds);
-            return result;
-        });
-    }
-
-    private async Task StopInstanceAsync(string name)
-    {
-        NamespacedProcess? process;
-        InstanceRecord? record;
-        lock (_gate)
-        {
-            if (_disposed || !_instanceRecords.TryGetValue(name, out record))
-            {
-                return;
-            }
-            _processes.Remove(name, out process);
-        }
-        if (process is not null)
-        {
-            await StopProcess(name, process).ConfigureAwait(false);
-        }
-        lock (_gate)
-        {
-            if (!_disposed)
-            {
-                RemoveNowLocked(record);
-            }
-        }
-    }
-
-    /// <summary>Removes an instance that is out of the balancer: processes, anti-spoofing elements, link, namespace, addresses.</summary>
-    private void RemoveNowLocked(InstanceRecord record)
-    {
-        if (_processes.Remove(record.Name, out var process))
-        {
-            StopProcess(record.Name, process).GetAwaiter().GetResult();
-        }
-        // Whatever else runs in the instance (children, commands run with Exec) stops with it.
-        NamespacedProcess.TerminateNamespaceAsync(record.Namespace, _options.StopGrace).GetAwaiter().GetResult();
-        // The flow addresses it held as a client go with it.
-        var clientFlows = _flows.Values.Where(f => f.Client == record.Name).ToArray();
-        ApplyLocked([], [], [], [record.HostInterface], removedFlows: clientFlows);
-        ForgetFlows(clientFlows);
-        TopologyBuilder.UnwireInstance(OrchestratorNamespace, Wiring(record));
-        NetnsEtc.Remove(record.Namespace);
-        _instanceByAddress.Remove(record.Address4);
-        _instanceByAddress.Remove(record.Address6);
-        _instanceRecords.Remove(record.Name);
-        _instances4.Release(record.Address4);
-        _instances6.Release(record.Address6);
-        SaveRecord();
-        LogInstanceRemoved(_log, Name, record.Name);
-    }
-
-    private async Task StopProcess(string instance, NamespacedProcess process)
-    {
-        await process.StopAsync(_options.StopGrace).ConfigureAwait(false);
-        LogProcessStopped(_log, Name, instance, process.Pid, process.HasExited ? process.ExitCode : -1);
-        process.Dispose();
-    }
-
-    private NamespacedProcess StartProcess(InstanceRecord record, IReadOnlyList<string> command)
-    {
-        var name = record.Name;
-        var process = NamespacedProcess.Start(record.Namespace, command, line => LogInstanceOutput(_log, Name, name, line));
-        LogProcessStarted(_log, Name, name, process.Pid, string.Join(' ', command));
-        return process;
-    }
 
     private void SaveRecord()
     {
@@ -941,8 +621,13 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
     }
 
     private InstanceInfo Info(InstanceRecord r) => new(
-        r.Name, r.Service.Value, r.Namespace, r.HostInterface, r.Address4, r.Address6, r.State, r.Command,
-        _processes.TryGetValue(r.Name, out var p) && !p.HasExited ? p.Pid : null);
+        r.Name, r.Service.Value, r.Namespace, r.HostInterface, r.Address4, r.Address6, r.State, r.Command, r.Pid)
+    {
+        Health = r.Health,
+        Restart = r.Restart,
+        Restarts = r.Restarts,
+        InBalancer = _services.TryGetValue(r.Service, out var svc) && EffectiveBackends(svc).Any(b => b.Name == r.Name),
+    };
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 }

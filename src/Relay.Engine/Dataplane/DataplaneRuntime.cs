@@ -26,16 +26,18 @@ public sealed partial class DataplaneRuntime : IDisposable
     private readonly INftables _nft;
     private readonly IConntrack _conntrack;
     private readonly ConntrackFlowTable _flows;
-    private readonly DataplaneImage _image = new();
-    private bool _dirty = true;
+    private readonly DataplaneImage _image;
+    private bool _dirty;
 
-    private DataplaneRuntime(string name, INftables nft, IConntrack conntrack, ConntrackFlowTable flows, ILogger log)
+    private DataplaneRuntime(string name, INftables nft, IConntrack conntrack, ConntrackFlowTable flows, ILogger log, DataplaneImage image, bool dirty)
     {
         _name = name;
         _nft = nft;
         _conntrack = conntrack;
         _flows = flows;
         _log = log;
+        _image = image;
+        _dirty = dirty;
     }
 
     /// <summary>
@@ -45,30 +47,112 @@ public sealed partial class DataplaneRuntime : IDisposable
     public static DataplaneRuntime Open(NetnsThread orchestrator, string name, ILogger? log = null)
     {
         INftables? nft = null;
-        IConntrack? ct = null;
-        ConntrackFlowTable? flows = null;
         try
         {
             nft = NftContext.Open(orchestrator);
             // Install the (empty) table first: its nat chains load conntrack into the namespace,
-            // which the sysctl below and the event subscription need.
+            // which the event subscription needs.
             nft.Run(NftScript.Full(NftRuleset.Empty).ToString());
-            // Events for every entry, including any created before the subscription (the default,
-            // 2, only reports entries created after someone listened).
-            Sysctl.Write(orchestrator, "net.netfilter.nf_conntrack_events", "1");
-            ct = orchestrator.Invoke(() => (IConntrack)ConntrackClient.Open());
-            var client = ct;
-            flows = orchestrator.Invoke(() => ConntrackFlowTable.Open(client));
-            var runtime = new DataplaneRuntime(name, nft, ct, flows, log ?? NullLogger.Instance);
+            var runtime = OpenConntrack(orchestrator, name, nft, log, new DataplaneImage(), dirty: true);
             runtime.Apply([]);
             return runtime;
         }
         catch
         {
-            flows?.Dispose();
-            ct?.Dispose();
             nft?.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Takes over the table a previous run left in <paramref name="orchestrator"/>'s namespace. When it
+    /// already holds exactly <paramref name="desired"/> nothing is written (a daemon restart changes
+    /// nothing in the kernel); otherwise the whole table is replaced in one transaction.
+    /// <paramref name="changed"/> says which. To compare, the desired table is rendered by nft itself in
+    /// a scratch namespace and both listings are compared, so formatting never causes a false difference.
+    /// </summary>
+    public static DataplaneRuntime Adopt(NetnsThread orchestrator, string name, DataplaneSpec desired, ILogger? log, out bool changed)
+    {
+        INftables? nft = null;
+        try
+        {
+            nft = NftContext.Open(orchestrator);
+            var image = new DataplaneImage();
+            var plan = image.Plan(desired.Services, links: desired.Links, flows: desired.Flows);
+            var script = NftScript.Full(image.ToRuleset(plan)).ToString();
+            string? current;
+            try
+            {
+                current = nft.Run($"list table {NftNames.QualifiedTable}");
+            }
+            catch (NftException)
+            {
+                current = null; // no table (the namespace was recreated)
+            }
+            var expected = current is null ? null : RenderScratch(name, script);
+            changed = current is null || !TableListing.Same(current, expected!);
+            if (changed)
+            {
+                if (current is not null)
+                {
+                    var have = TableListing.Normalize(current);
+                    var want = TableListing.Normalize(expected!);
+                    LogTableDiffers(log ?? NullLogger.Instance, name, string.Join(" | ", have.Except(want).Take(5)), string.Join(" | ", want.Except(have).Take(5)));
+                }
+                nft.Run(script);
+            }
+            image.Commit(plan);
+            return OpenConntrack(orchestrator, name, nft, log, image, dirty: false);
+        }
+        catch
+        {
+            nft?.Dispose();
+            throw;
+        }
+    }
+
+    private static DataplaneRuntime OpenConntrack(NetnsThread orchestrator, string name, INftables nft, ILogger? log, DataplaneImage image, bool dirty)
+    {
+        IConntrack? ct = null;
+        ConntrackFlowTable? flows = null;
+        try
+        {
+            // Events for every entry, including any created before the subscription (the default,
+            // 2, only reports entries created after someone listened).
+            if (Sysctl.Read(orchestrator, "net.netfilter.nf_conntrack_events") != "1")
+            {
+                Sysctl.Write(orchestrator, "net.netfilter.nf_conntrack_events", "1");
+            }
+            ct = orchestrator.Invoke(() => (IConntrack)ConntrackClient.Open());
+            var client = ct;
+            flows = orchestrator.Invoke(() => ConntrackFlowTable.Open(client));
+            return new DataplaneRuntime(name, nft, ct, flows, log ?? NullLogger.Instance, image, dirty);
+        }
+        catch
+        {
+            flows?.Dispose();
+            ct?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>How nft lists <paramref name="script"/> once installed, in a scratch namespace removed at once.</summary>
+    private static string RenderScratch(string network, string script)
+    {
+        // '_' cannot appear in network or instance names, so this never names a namespace of theirs.
+        var ns = $"relay-{network}._verify";
+        Netns.Delete(ns);
+        Netns.Add(ns);
+        try
+        {
+            using var thread = NetnsThread.Enter(ns);
+            using var nft = NftContext.Open(thread);
+            nft.Run(script);
+            return nft.Run($"list table {NftNames.QualifiedTable}");
+        }
+        finally
+        {
+            Netns.Delete(ns);
         }
     }
 
@@ -170,6 +254,9 @@ public sealed partial class DataplaneRuntime : IDisposable
         return _conntrack.List().Where(stale.Matches).ToArray();
     }
 
+    /// <summary>Conntrack entries whose original destination is one of <paramref name="destinations"/> (from the event-fed index).</summary>
+    public int CountFlowsTo(IReadOnlySet<IPAddress> destinations) => _flows.Find(destinations, static _ => true).Count;
+
     /// <summary>Deletes <paramref name="entries"/> (already gone ones are fine).</summary>
     public int DeleteFlows(IReadOnlyCollection<ConntrackEntry> entries)
     {
@@ -198,6 +285,9 @@ public sealed partial class DataplaneRuntime : IDisposable
         _conntrack.Dispose();
         _nft.Dispose();
     }
+
+    [LoggerMessage(EventId = 103, Level = LogLevel.Information, Message = "network {Network}: the kernel's table differs from the store (kernel only: {KernelOnly}; store only: {StoreOnly}); replacing it")]
+    private static partial void LogTableDiffers(ILogger log, string network, string kernelOnly, string storeOnly);
 
     [LoggerMessage(EventId = 101, Level = LogLevel.Error, Message = "network {Network}: nftables refused a transaction: {Error}\n{Commands}")]
     private static partial void LogNftFailed(ILogger log, string network, string error, string commands);

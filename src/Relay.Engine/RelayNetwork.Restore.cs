@@ -1,0 +1,176 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Relay.Core.Dataplane;
+using Relay.Core.Errors;
+using Relay.Engine.Dataplane;
+using Relay.Engine.Health;
+using Relay.Engine.State;
+using Relay.Linux.Namespaces;
+using Relay.Linux.Processes;
+using Relay.Linux.Topology;
+
+namespace Relay.Engine;
+
+/// <summary>
+/// A daemon restart: the kernel kept forwarding while nobody was watching; now the network is
+/// rebuilt from the store and the kernel is looked at and converged, without re-creating what is
+/// already right. Namespaces, links, the table and running commands are adopted as they are.
+/// </summary>
+public sealed partial class RelayNetwork
+{
+    /// <summary>What a restore found and did.</summary>
+    /// <param name="TableRewritten">False when the kernel's table already matched the store (nothing written).</param>
+    /// <param name="InstancesRewired">Instances whose namespace or link had to be created again.</param>
+    /// <param name="ProcessesAdopted">Commands found running and taken over.</param>
+    /// <param name="ProcessesStarted">Commands that were not running and were started.</param>
+    /// <param name="OrphansRemoved">Namespaces of this network the store did not know (a crash between kernel and store), removed.</param>
+    public sealed record RestoreReport(bool TableRewritten, IReadOnlyList<string> InstancesRewired, IReadOnlyList<string> ProcessesAdopted, IReadOnlyList<string> ProcessesStarted, IReadOnlyList<string> OrphansRemoved);
+
+    /// <summary>The last restore's report (null for a network created fresh).</summary>
+    public RestoreReport? Restored { get; private set; }
+
+    /// <summary>Rebuilds a network from <paramref name="stored"/> and converges the kernel to it.</summary>
+    public static RelayNetwork Restore(StoredNetwork stored, ILogger? logger = null, INetworkStore? store = null)
+    {
+        var log = logger ?? NullLogger.Instance;
+        var errors = new ErrorCollector();
+        var (name, pools, upstreams) = ValidateOptions(stored.Options, errors);
+        errors.ThrowIfAny();
+        var options = stored.Options with { Name = name! };
+        var ns = NetworkNames.Orchestrator(options.Name);
+        var fresh = !Netns.Exists(ns);
+        var thread = fresh ? TopologyBuilder.CreateOrchestrator(ns) : TopologyBuilder.AdoptOrchestrator(ns);
+        DataplaneRuntime? dataplane = null;
+        try
+        {
+            var services = stored.Services.Select(FromStored).ToArray();
+            var instances = stored.Instances.Select(FromStored).ToArray();
+            var flows = stored.Flows.Select(FromStored).ToArray();
+
+            // Records first, so the desired data plane can be computed before touching the kernel.
+            var network = new RelayNetwork(options, log, thread, null!, pools) { _store = store };
+            foreach (var s in services)
+            {
+                network._services[s.Name] = s;
+                pools[2]!.Claim(s.Vip4);
+                pools[3]!.Claim(s.Vip6);
+            }
+            foreach (var i in instances)
+            {
+                network._instanceRecords[i.Name] = i;
+                network._instanceByAddress[i.Address4] = i.Name;
+                network._instanceByAddress[i.Address6] = i.Name;
+                pools[0]!.Claim(i.Address4);
+                pools[1]!.Claim(i.Address6);
+                network._nextIndex = Math.Max(network._nextIndex, i.Index + 1);
+            }
+            foreach (var f in flows)
+            {
+                network._flows[(f.Client, f.Service)] = f;
+                pools[4]!.Claim(f.Flow4);
+                pools[5]!.Claim(f.Flow6);
+            }
+            var desired = new DataplaneSpec(
+                services.Select(network.ToDataplane).ToArray(),
+                instances.Select(Link).ToArray(),
+                flows.Select(network.ToDataplane).ToArray());
+            dataplane = DataplaneRuntime.Adopt(thread, options.Name, desired, log, out var rewritten);
+            network._dataplane = dataplane;
+            var report = network.Converge(rewritten);
+            network.PublishNames();
+            network.StartDns(upstreams);
+            network.Restored = report;
+            LogRestored(log, options.Name, report.TableRewritten, report.InstancesRewired.Count, report.ProcessesAdopted.Count, report.ProcessesStarted.Count, report.OrphansRemoved.Count);
+            network.Emit(EventKinds.NetworkUp, network.Name, $"network {network.Name} restored: table {(rewritten ? "rewritten" : "unchanged")}, " +
+                $"{report.ProcessesAdopted.Count} commands adopted, {report.ProcessesStarted.Count} started, {report.InstancesRewired.Count} instances re-wired");
+            return network;
+        }
+        catch
+        {
+            dataplane?.Dispose();
+            thread.Dispose();
+            if (fresh)
+            {
+                Netns.Delete(ns);
+            }
+            throw;
+        }
+    }
+
+    /// <summary>Instances: wiring, resolver file, command, health check, pending drains; then orphans.</summary>
+    private RestoreReport Converge(bool tableRewritten)
+    {
+        lock (_gate)
+        {
+            var rewired = new List<string>();
+            var adopted = new List<string>();
+            var started = new List<string>();
+            foreach (var record in _instanceRecords.Values.ToArray())
+            {
+                var wiring = Wiring(record);
+                if (!TopologyBuilder.IsWired(OrchestratorNamespace, wiring))
+                {
+                    TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
+                    TopologyBuilder.WireInstance(OrchestratorNamespace, _gateways, wiring);
+                    rewired.Add(record.Name);
+                }
+                WriteResolvConf(record);
+                var current = record;
+                if (record.Command is { } command && record.State != InstanceState.Draining)
+                {
+                    var process = record.Pid is { } pid && record.PidStart is { } start
+                        ? InstanceProcess.Adopt(record.Namespace, command, LogFile(record), pid, start)
+                        : null;
+                    if (process is not null)
+                    {
+                        adopted.Add(record.Name);
+                    }
+                    else
+                    {
+                        process = StartProcess(record, command);
+                        current = record with { Pid = process.Pid, PidStart = process.StartTime };
+                        PutInstance(current);
+                        started.Add(record.Name);
+                    }
+                    Supervise(record.Name, process);
+                }
+                if (HealthCheck.FromSpec(record.HealthSpec, "health", new ErrorCollector()) is { } check)
+                {
+                    StartHealth(current, check);
+                }
+                if (record.State == InstanceState.Draining && _services.TryGetValue(record.Service, out var svc))
+                {
+                    var remaining = record.DrainUntil is { } until ? until - DateTimeOffset.UtcNow : TimeSpan.Zero;
+                    _ = StartDrain(record, svc, remaining < TimeSpan.Zero ? TimeSpan.Zero : remaining, Stopwatch.GetTimestamp());
+                }
+            }
+            var orphans = RemoveOrphans();
+            Persist();
+            return new RestoreReport(tableRewritten, rewired, adopted, started, orphans);
+        }
+    }
+
+    /// <summary>
+    /// Namespaces named as this network's instances (<c>relay-NET.NAME</c>) that the store does not
+    /// list: created by an operation that crashed before it was recorded. They are Relay's by name
+    /// and by record of nobody else, so they go.
+    /// </summary>
+    private List<string> RemoveOrphans()
+    {
+        var known = _instanceRecords.Values.Select(i => i.Namespace).ToHashSet(StringComparer.Ordinal);
+        var prefix = OrchestratorNamespace + ".";
+        var removed = new List<string>();
+        foreach (var ns in Netns.List())
+        {
+            if (ns.StartsWith(prefix, StringComparison.Ordinal) && !known.Contains(ns))
+            {
+                NamespacedProcess.KillNamespace(ns);
+                Netns.Delete(ns);
+                NetnsEtc.Remove(ns);
+                removed.Add(ns);
+            }
+        }
+        return removed;
+    }
+}
