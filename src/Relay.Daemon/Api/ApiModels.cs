@@ -1,0 +1,38 @@
+using Relay.Engine;
+
+namespace Relay.Daemon.Api;
+
+/// <summary>An error as the API returns it (any 4xx/5xx).</summary>
+/// <param name="Error">One sentence, or a list of every problem.</param>
+/// <param name="Errors">Each problem with its code and field.</param>
+public sealed record ApiError(string Error, IReadOnlyList<ApiFieldError>? Errors = null);
+
+/// <summary>One problem of a request.</summary>
+public sealed record ApiFieldError(string Code, string Field, string Message);
+
+/// <summary>The daemon's state at a glance.</summary>
+public sealed record StatusResponse(string Version, DateTimeOffset StartedAt, string Socket, IReadOnlyList<NetworkSummary> Networks, IReadOnlyDictionary<string, string> Failed);
+
+/// <summary>A network at a glance.</summary>
+public sealed record NetworkSummary(string Name, string Namespace, string Gateway4, string Gateway6, int Services, int Instances, int Healthy, int Flows);
+
+/// <summary>POST .../services/{name}/migrate.</summary>
+/// <param name="From">The instance that leaves (default: the only active one).</param>
+/// <param name="To">The instance that takes over (default: a fresh one with the same command).</param>
+/// <param name="Drain">How long TCP flows may drain ("30s"; "0" cuts them).</param>
+public sealed record MigrateRequest(string? From = null, string? To = null, string? Drain = null);
+
+/// <summary>What a migration did.</summary>
+public sealed record MigrateResponse(string Service, string From, string To, double RepointUs, double SwitchUs, int StaleFlowsDeleted);
+
+/// <summary>POST .../flows/repoint.</summary>
+public sealed record RepointRequest(string Client, string Service, string Instance);
+
+/// <summary>A name as DNS would answer it.</summary>
+public sealed record ResolveResponse(string Name, string Network, string Vip4, string Vip6, IReadOnlyList<string> Ports, string Addressing, IReadOnlyList<string> Instances);
+
+/// <summary>GET .../instances/{name}/logs.</summary>
+public sealed record LogsResponse(string Instance, IReadOnlyList<string> Lines);
+
+/// <summary>POST /v1/down.</summary>
+public sealed record DownResponse(IReadOnlyList<string> Removed);

@@ -1,0 +1,69 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Relay.Core.Errors;
+
+namespace Relay.Daemon.Api;
+
+/// <summary>
+/// Errors become JSON with a status that says whose fault it is: 4xx with every problem for a bad
+/// request (nothing was changed), 5xx with the reason when the kernel refused. Never a stack trace.
+/// </summary>
+public sealed partial class ErrorHandling(RequestDelegate next, ILogger<ErrorHandling> log)
+{
+    /// <summary>Runs the request, translating failures.</summary>
+    public async Task InvokeAsync(HttpContext context)
+    {
+        try
+        {
+            await next(context).ConfigureAwait(false);
+        }
+        catch (RelayException e)
+        {
+            await Write(context, StatusOf(e.Code), new ApiError(e.Message, e.Errors.Select(x => new ApiFieldError(Code(x.Code), x.Field, x.Message)).ToArray())).ConfigureAwait(false);
+        }
+        catch (BadHttpRequestException e)
+        {
+            var message = e.InnerException is JsonException j ? "the request body is not valid JSON for this endpoint: " + j.Message : e.Message;
+            await Write(context, e.StatusCode, new ApiError(message)).ConfigureAwait(false);
+        }
+        catch (JsonException e)
+        {
+            await Write(context, StatusCodes.Status400BadRequest, new ApiError("the request body is not valid JSON for this endpoint: " + e.Message)).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away.
+        }
+        catch (Exception e)
+        {
+            LogUnexpected(log, context.Request.Path, e);
+            await Write(context, StatusCodes.Status500InternalServerError, new ApiError($"internal error: {e.Message}")).ConfigureAwait(false);
+        }
+    }
+
+    private static int StatusOf(ErrorCode code) => code switch
+    {
+        ErrorCode.NotFound => StatusCodes.Status404NotFound,
+        ErrorCode.Duplicate or ErrorCode.Conflict => StatusCodes.Status409Conflict,
+        ErrorCode.Kernel => StatusCodes.Status500InternalServerError,
+        _ => StatusCodes.Status400BadRequest,
+    };
+
+    private static string Code(ErrorCode code) => JsonNamingPolicy.CamelCase.ConvertName(code.ToString());
+
+    private static async Task Write(HttpContext context, int status, ApiError error)
+    {
+        if (context.Response.HasStarted)
+        {
+            return;
+        }
+        context.Response.Clear();
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json";
+        await context.Response.WriteAsync(JsonSerializer.Serialize(error, ApiJson.Options)).ConfigureAwait(false);
+    }
+
+    [LoggerMessage(EventId = 401, Level = LogLevel.Error, Message = "api: {Path} failed")]
+    private static partial void LogUnexpected(ILogger log, string path, Exception e);
+}

@@ -1,0 +1,26 @@
+namespace Relay.Daemon;
+
+/// <summary>Where the daemon keeps things and listens. Defaults suit a systemd service.</summary>
+public sealed record DaemonOptions
+{
+    /// <summary>The API's unix socket (mode 0600, owner root).</summary>
+    public string Socket { get; init; } = "/run/relay/relay.sock";
+
+    /// <summary>The store (SQLite, WAL) and other state.</summary>
+    public string StateDirectory { get; init; } = "/var/lib/relay";
+
+    /// <summary>Instance command logs.</summary>
+    public string? LogDirectory { get; init; }
+
+    /// <summary>Records of created namespaces (for <c>relay down</c> after a crash).</summary>
+    public string RecordDirectory { get; init; } = "/run/relay/networks";
+
+    /// <summary>Largest request body accepted.</summary>
+    public long MaxRequestBytes { get; init; } = 4 << 20;
+
+    /// <summary>The store's path.</summary>
+    public string DatabasePath => Path.Combine(StateDirectory, "relay.db");
+
+    /// <summary>The directory for instance logs.</summary>
+    public string EffectiveLogDirectory => LogDirectory ?? Path.Combine(StateDirectory, "logs");
+}
