@@ -10,7 +10,7 @@ RELAY := src/Relay.Cli/bin/$(CONFIG)/net10.0/relay
 BENCH := bench/Relay.Bench/bin/$(CONFIG)/net10.0/relay-bench
 TEST_FLAGS ?=
 
-.PHONY: all deps build test demo bench clean check-root
+.PHONY: all deps build test demo bench install uninstall clean check-root
 
 all: build
 
@@ -37,6 +37,25 @@ demo: build
 # Benchmarks: writes bench/results.json and docs/benchmarks.md. QUICK=1 for a reduced run.
 bench: build
 	$(BENCH) $(if $(QUICK),--quick)
+
+# The relay command and daemon for everyday use: /usr/local/bin/relay and a systemd unit.
+PREFIX ?= /usr/local
+install: build
+	dotnet publish src/Relay.Cli -c $(CONFIG) -nologo -v q -o $(PREFIX)/lib/relay
+	ln -sf $(PREFIX)/lib/relay/relay $(PREFIX)/bin/relay
+	install -D -m 0644 README.md $(PREFIX)/share/doc/relay/README.md
+	@if [ -d /run/systemd/system ]; then \
+		sed 's|/usr/local|$(PREFIX)|g' packaging/relay.service > /etc/systemd/system/relay.service; \
+		systemctl daemon-reload; \
+		echo "installed; start the daemon with: systemctl enable --now relay"; \
+	else \
+		echo "installed $(PREFIX)/bin/relay; no systemd here: run 'relay daemon' yourself"; \
+	fi
+
+uninstall: check-root
+	@if [ -f /etc/systemd/system/relay.service ]; then systemctl disable --now relay 2>/dev/null || true; rm -f /etc/systemd/system/relay.service; systemctl daemon-reload; fi
+	rm -rf $(PREFIX)/lib/relay $(PREFIX)/share/doc/relay
+	rm -f $(PREFIX)/bin/relay
 
 clean:
 	dotnet clean Relay.slnx -c $(CONFIG) -nologo -v q

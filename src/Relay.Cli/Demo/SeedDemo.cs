@@ -4,18 +4,23 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using Microsoft.Extensions.Logging;
+using Relay.Cli.Client;
+using Relay.Cli.Config;
+using Relay.Cli.Output;
+using Relay.Daemon;
+using Relay.Daemon.Api;
 using Relay.Engine;
+using Relay.Engine.Api;
 using Relay.Engine.Probes;
 using Relay.Linux.Processes;
 
 namespace Relay.Cli.Demo;
 
 /// <summary>Settings of the seed demo.</summary>
-/// <param name="Network">Network name (namespaces relay-NAME...).</param>
+/// <param name="File">The scenario (examples/seed.yaml).</param>
 /// <param name="Migrations">How many times b.com moves to a fresh instance.</param>
 /// <param name="Pause">Time between migrations, for traffic to flow.</param>
-internal sealed record DemoOptions(string Network, int Migrations, TimeSpan Pause);
+internal sealed record DemoOptions(string? File, int Migrations, TimeSpan Pause);
 
 /// <summary>The one line of JSON the demo ends with.</summary>
 internal sealed record DemoSummary(
@@ -41,41 +46,61 @@ internal sealed record DemoSummary(
 /// again and again; c.com sends UDP from a fixed source port to a.com, and the flow is seen spread
 /// and moved as a.com's instances change.
 /// </summary>
-internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger logger)
+internal sealed class SeedDemo(DemoOptions options, TextWriter output)
 {
     private const int UdpPort = 9000;
     private const int FixedSourcePort = 40000;
 
+    private async Task<(string Text, string Source)> ReadScenarioAsync(CancellationToken ct)
+    {
+        if (options.File is { } path)
+        {
+            if (!File.Exists(path))
+            {
+                throw new CliException($"--file {path}: no such file");
+            }
+            return (await File.ReadAllTextAsync(path, ct).ConfigureAwait(false), path);
+        }
+        await using var embedded = typeof(SeedDemo).Assembly.GetManifestResourceStream("seed.yaml")
+            ?? throw new CliException("the built-in seed scenario is missing from this build");
+        using var reader = new StreamReader(embedded);
+        return (await reader.ReadToEndAsync(ct).ConfigureAwait(false), "examples/seed.yaml");
+    }
+
     public async Task<int> RunAsync(CancellationToken cancellationToken)
     {
-        var record = NetworkRecord.Load(new NetworkOptions { Name = options.Network }.RecordDirectory, options.Network);
-        if (record is not null && !Directory.Exists($"/proc/{record.OwnerPid}"))
-        {
-            var removed = record.RemoveLeftovers(new NetworkOptions { Name = options.Network }.RecordDirectory);
-            Say($"removed what an earlier, interrupted run left behind: {string.Join(", ", removed.DefaultIfEmpty("(nothing)"))}");
-        }
-
-        using var net = RelayNetwork.Create(new NetworkOptions { Name = options.Network, DrainTimeout = TimeSpan.FromSeconds(5) }, logger);
-        Say($"network '{net.Name}': orchestrator namespace {net.OrchestratorNamespace}, gateways {net.Gateways.V4} and {net.Gateways.V6}");
-        var a = net.AddService(new ServiceOptions { Name = "a.com", Policy = "round-robin" });
-        var b = net.AddService(new ServiceOptions { Name = "b.com" });
-        net.AddService(new ServiceOptions { Name = "c.com" });
+        await using var daemon = await DemoDaemon.StartAsync(output, cancellationToken).ConfigureAwait(false);
+        using var client = new RelayClient(daemon.Socket);
         var sinks = new Dictionary<string, UdpSink>(StringComparer.Ordinal);
         try
         {
-            var a1 = net.AddInstance("a.com");
-            var a2 = net.AddInstance("a.com");
-            foreach (var i in new[] { a1, a2 })
+            // The scenario, as a user would build it: relay apply -f examples/seed.yaml.
+            var (text, source) = await ReadScenarioAsync(cancellationToken).ConfigureAwait(false);
+            var doc = DesiredStateDocument.Parse(text, source);
+            if (doc.Errors.Count > 0)
+            {
+                throw new CliException($"{source}: {string.Join("; ", doc.Errors)}");
+            }
+            var applied = await client.PostAsync<ApplyResult>("v1/apply", doc.State, cancellationToken).ConfigureAwait(false);
+            Say($"relay apply -f {source}: {applied.Changes} changes ({string.Join(", ", applied.Steps.Where(x => x.Action != ApplyActions.Unchanged).Select(x => $"{x.Action} {x.Kind} {x.Name}"))})");
+            var network = applied.Steps.First(x => x.Kind == "network").Network;
+            var n = $"v1/networks/{network}";
+            var services = await client.GetAsync<ServiceInfo[]>($"{n}/services", cancellationToken).ConfigureAwait(false);
+            var instances = await client.GetAsync<InstanceInfo[]>($"{n}/instances", cancellationToken).ConfigureAwait(false);
+            PrintTable(services, instances);
+            var a = services.Single(x => x.Name == "a.com");
+            var b = services.Single(x => x.Name == "b.com");
+            var byName = instances.ToDictionary(i => i.Name, StringComparer.Ordinal);
+            foreach (var i in instances.Where(i => i.Service == "a.com"))
             {
                 sinks[i.Name] = new UdpSink(i.Namespace, AddressFamily.InterNetwork, UdpPort);
             }
-            var bCurrent = net.AddInstance("b.com").Name;
-            var c1 = net.AddInstance("c.com");
-            PrintTable(net);
+            var c1 = instances.First(i => i.Service == "c.com");
+            var bCurrent = instances.First(i => i.Service == "b.com").Name;
 
             // Spread: 300 short UDP flows (distinct source ports) from c.com to a.com.
             var spread = SendSpread(c1.Namespace, new IPEndPoint(a.Vip4, UdpPort), 300, sinks);
-            Say($"spread: 300 UDP flows from c.com to a.com ({a.Vip4}:{UdpPort}, round-robin): " +
+            Say($"spread: 300 UDP flows from c.com to a.com ({a.Vip4}:{UdpPort}, {a.Policy}): " +
                 string.Join(", ", spread.Select(kv => $"{kv.Key} {kv.Value}")));
 
             // The fixed-port stream lands on one a.com instance; the OTHER one pings b.com, so that
@@ -83,51 +108,59 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
             using var stream = new UdpStream(c1.Namespace, new IPEndPoint(a.Vip4, UdpPort), FixedSourcePort, TimeSpan.FromMilliseconds(1));
             await Task.Delay(200, cancellationToken).ConfigureAwait(false);
             var pinger = sinks.MinBy(kv => kv.Value.LastTimestamp).Key;
-            // IPv4 floods (ping -f sends the next request as soon as a reply comes back, so it
-            // measures the switch to the microsecond); IPv6 pings every millisecond: a second
-            // flood would take the last free core of a small machine and slow everything it measures.
-            // By name: the instance's resolver asks Relay's DNS server (its resolv.conf points at the
-            // gateway), as any program would.
-            var resolved = Resolve(net, pinger, "b.com");
-            Say($"inside {pinger}: dig b.com -> {resolved}");
-            using var ping4 = net.Exec(pinger, ["ping", "-4", "-f", "-q", "b.com"]);
-            using var ping6 = net.Exec(pinger, ["ping", "-6", "-q", "-i", "0.001", "b.com"]);
+            var pingerNs = byName[pinger].Namespace;
+            // By name: the instance's resolver asks Relay's DNS server, as any program would
+            // (what 'relay exec a-1 -- dig b.com' runs). IPv4 floods (ping -f sends the next
+            // request as soon as a reply comes back, so it measures the switch to the microsecond);
+            // IPv6 pings every millisecond: a second flood would take the last free core of a
+            // small machine and slow everything it measures.
+            Say($"relay exec {pinger} -- dig b.com: {Resolve(pingerNs, "b.com")}");
+            using var ping4 = NamespacedProcess.Start(pingerNs, ["ping", "-4", "-f", "-q", "b.com"]);
+            using var ping6 = NamespacedProcess.Start(pingerNs, ["ping", "-6", "-q", "-i", "0.001", "b.com"]);
             Say($"c.com streams UDP from port {FixedSourcePort} to a.com at 1000 datagrams/s; it landed on {Holder(sinks)}");
             Say($"{pinger} (a.com) runs 'ping -4 -f b.com' and 'ping -6 -i 0.001 b.com' ({b.Vip4}, {b.Vip6})");
             await Task.Delay(300, cancellationToken).ConfigureAwait(false);
 
             output.WriteLine();
-            output.WriteLine($"{"#",3}  {"b.com from",-10} {"to",-10} {"re-point",9} {"cleanup",9} {"switch",9} {"stale",5}   {"UDP flow at",-12} {"UDP datagrams per a.com instance"}");
+            output.WriteLine($"{"#",3}  {"b.com from",-10} {"to",-10} {"re-point",9} {"call",9} {"switch",9} {"stale",5}   {"UDP flow at",-12} {"UDP datagrams per a.com instance"}");
             var switches = new List<double>();
             var repoints = new List<double>();
             long late = 0;
             var moves = 0;
             var done = 0;
-            for (var n = 1; n <= options.Migrations && !cancellationToken.IsCancellationRequested; n++)
+            for (var k = 1; k <= options.Migrations && !cancellationToken.IsCancellationRequested; k++)
             {
-                var fresh = net.AddInstance("b.com", new InstanceOptions { Standby = true });
-                var measured = SwitchMeter.Migrate(net, "b.com", bCurrent, fresh.Name, TimeSpan.FromSeconds(2));
-                var m = measured.Migration;
+                // relay instance add b.com --standby; relay migrate b.com --to NEW
+                var fresh = await client.PostAsync<InstanceInfo>($"{n}/instances", new InstanceSpec { Service = "b.com", Standby = true }, cancellationToken).ConfigureAwait(false);
+                MigrateResponse m;
+                long started;
+                long first;
+                using (var watcher = new IcmpEchoWatcher(fresh.Namespace))
+                {
+                    started = Stopwatch.GetTimestamp();
+                    m = await client.PostAsync<MigrateResponse>($"{n}/services/b.com/migrate", new MigrateRequest(bCurrent, fresh.Name, "0"), cancellationToken).ConfigureAwait(false);
+                    first = watcher.WaitFirst(TimeSpan.FromSeconds(2));
+                }
                 bCurrent = fresh.Name;
                 done++;
-                var switchUs = measured.SwitchUs ?? double.NaN;
-                if (measured.SwitchUs is { } us)
+                var switchUs = first == 0 ? double.NaN : Stopwatch.GetElapsedTime(started, first).TotalMicroseconds;
+                if (first != 0)
                 {
-                    switches.Add(us);
+                    switches.Add(switchUs);
                 }
-                repoints.Add(m.RepointTime.TotalMicroseconds);
+                repoints.Add(m.RepointUs);
 
                 // Every fifth time an a.com instance moves too: the one holding the fixed-port
-                // flow (the flow follows it), or, if the flow is on the pinger, the other one
-                // (the flow stays where it is).
+                // flow (the flow is re-balanced off it), or, if the flow is on the pinger, the other.
                 var note = "";
-                if (n % 5 == 0)
+                if (k % 5 == 0)
                 {
                     var holder = Holder(sinks);
-                    var moving = holder != pinger ? holder : net.GetService("a.com").Backends.First(x => x != pinger);
-                    var freshA = net.AddInstance("a.com", new InstanceOptions { Standby = true });
+                    var aNow = await client.GetAsync<ServiceInfo>($"{n}/services/a.com", cancellationToken).ConfigureAwait(false);
+                    var moving = holder != pinger ? holder : aNow.Backends.First(x => x != pinger);
+                    var freshA = await client.PostAsync<InstanceInfo>($"{n}/instances", new InstanceSpec { Service = "a.com", Standby = true }, cancellationToken).ConfigureAwait(false);
                     sinks[freshA.Name] = new UdpSink(freshA.Namespace, AddressFamily.InterNetwork, UdpPort);
-                    net.Migrate("a.com", moving, freshA.Name);
+                    await client.PostAsync<MigrateResponse>($"{n}/services/a.com/migrate", new MigrateRequest(moving, freshA.Name, "0"), cancellationToken).ConfigureAwait(false);
                     var cutoff = stream.LastSent;
                     // Let the old instance's sink read what the kernel delivered before the call returned.
                     await Task.Delay(50, cancellationToken).ConfigureAwait(false);
@@ -135,8 +168,7 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
                     moves += moving == holder ? 1 : 0;
                     note = $"  (a.com moved {moving} -> {freshA.Name})";
                 }
-                var at = Holder(sinks);
-                output.WriteLine($"{n,3}  {m.From,-10} {m.To,-10} {Us(m.RepointTime.TotalMicroseconds),9} {Us(Stopwatch.GetElapsedTime(m.Repointed, m.Cleaned).TotalMicroseconds),9} {Us(switchUs),9} {m.StaleFlowsDeleted,5}   {at,-12} " +
+                output.WriteLine($"{k,3}  {m.From,-10} {m.To,-10} {Us(m.RepointUs),9} {Us(m.SwitchUs),9} {Us(switchUs),9} {m.StaleFlowsDeleted,5}   {Holder(sinks),-12} " +
                     string.Join(" ", sinks.Select(kv => $"{kv.Key}={kv.Value.Count}")) + note);
                 await Task.Delay(options.Pause, cancellationToken).ConfigureAwait(false);
             }
@@ -160,10 +192,22 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
                 Percentile(switches, 0.50), Percentile(switches, 0.99),
                 Percentile(repoints, 0.50), Percentile(repoints, 0.99),
                 udpSent, received, udpSent - received, late, moves, 300, spread);
-            net.Dispose();
-            Say($"network '{options.Network}' removed: no namespace, link, table or process of it is left");
+            var down = await client.PostAsync<DownResponse>("v1/down", new { }, CancellationToken.None).ConfigureAwait(false);
+            Say($"relay down: removed {string.Join(", ", down.Removed)}; no namespace, link, table or process of it is left");
             output.WriteLine(JsonSerializer.Serialize(summary, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase }));
             return summary.Lost == 0 && summary.UdpLateAtOldInstance == 0 && s4 > 0 && s6 > 0 ? 0 : 1;
+        }
+        catch
+        {
+            // Whatever happened, leave nothing behind.
+            try
+            {
+                await client.PostAsync<DownResponse>("v1/down", new { }, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (CliException)
+            {
+            }
+            throw;
         }
         finally
         {
@@ -200,13 +244,13 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
         return sinks.ToDictionary(kv => kv.Key, kv => kv.Value.Count - before[kv.Key]);
     }
 
-    /// <summary>What <c>dig +short NAME</c> prints inside <paramref name="instance"/> (A and AAAA).</summary>
-    private static string Resolve(RelayNetwork net, string instance, string name)
+    /// <summary>What <c>dig +short NAME</c> prints inside the namespace (A and AAAA).</summary>
+    private static string Resolve(string netns, string name)
     {
         var lines = new List<string>();
         foreach (var type in new[] { "A", "AAAA" })
         {
-            using var dig = net.Exec(instance, ["dig", "+short", "+time=2", type, name]);
+            using var dig = NamespacedProcess.Start(netns, ["dig", "+short", "+time=2", type, name]);
             dig.WaitForExitAsync().Wait(TimeSpan.FromSeconds(5));
             lines.AddRange(dig.RecentOutput());
         }
@@ -223,20 +267,14 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output, ILogger l
         return m.Success ? (long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), long.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)) : (0, 0);
     }
 
-    private void PrintTable(RelayNetwork net)
+    private void PrintTable(IReadOnlyList<ServiceInfo> services, IReadOnlyList<InstanceInfo> instances)
     {
         output.WriteLine();
-        output.WriteLine($"{"SERVICE",-8} {"VIRTUAL IPv4",-14} {"VIRTUAL IPv6",-26} {"POLICY",-12} INSTANCES");
-        foreach (var s in net.Services)
-        {
-            output.WriteLine($"{s.Name,-8} {s.Vip4,-14} {s.Vip6,-26} {s.Policy,-12} {string.Join(", ", s.Backends)}");
-        }
+        TableWriter.Write(output, ["service", "virtual ipv4", "virtual ipv6", "policy", "instances"],
+            services.Select(s => (IReadOnlyList<string>)[s.Name, s.Vip4.ToString(), s.Vip6.ToString(), s.Policy, string.Join(", ", s.Backends)]));
         output.WriteLine();
-        output.WriteLine($"{"INSTANCE",-10} {"SERVICE",-8} {"NAMESPACE",-24} {"LINK",-6} {"IPv4",-12} IPv6");
-        foreach (var i in net.Instances)
-        {
-            output.WriteLine($"{i.Name,-10} {i.Service,-8} {i.Namespace,-24} {i.HostInterface,-6} {i.Address4,-12} {i.Address6}");
-        }
+        TableWriter.Write(output, ["instance", "service", "namespace", "link", "ipv4", "ipv6"],
+            instances.Select(i => (IReadOnlyList<string>)[i.Name, i.Service, i.Namespace, i.HostInterface, i.Address4.ToString(), i.Address6.ToString()]));
         output.WriteLine();
     }
 

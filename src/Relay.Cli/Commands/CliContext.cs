@@ -1,0 +1,70 @@
+using System.CommandLine;
+using System.Text.Json;
+using Relay.Cli.Client;
+using Relay.Core.Errors;
+using Relay.Daemon.Api;
+
+namespace Relay.Cli.Commands;
+
+/// <summary>Options shared by commands, and the one way every command reports failure.</summary>
+internal static class CliContext
+{
+    /// <summary>--socket, on every command.</summary>
+    public static readonly Option<string> Socket = new("--socket")
+    {
+        Description = "The daemon's API socket.",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("RELAY_SOCKET") ?? RelayClient.DefaultSocket,
+        Recursive = true,
+    };
+
+    /// <summary>--network / -n.</summary>
+    public static Option<string> Network() => new("--network", "-n")
+    {
+        Description = "The network (default: $RELAY_NETWORK, or 'default').",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("RELAY_NETWORK") ?? "default",
+    };
+
+    /// <summary>-o / --output for read commands.</summary>
+    public static Option<string> Output() => new Option<string>("--output", "-o")
+    {
+        Description = "Output format: table (default) or json.",
+        DefaultValueFactory = _ => "table",
+    }.AcceptOnlyFromAmong("table", "json");
+
+    /// <summary>Runs a command against the daemon; every failure becomes one message and an exit code.</summary>
+    public static Func<ParseResult, CancellationToken, Task<int>> Run(Func<ParseResult, RelayClient, CancellationToken, Task<int>> action)
+        => async (parse, ct) =>
+        {
+            using var client = new RelayClient(parse.GetValue(Socket)!);
+            return await Guard(() => action(parse, client, ct)).ConfigureAwait(false);
+        };
+
+    /// <summary>User mistakes and refusals become one clear message on stderr, never a stack trace.</summary>
+    public static async Task<int> Guard(Func<Task<int>> action)
+    {
+        try
+        {
+            return await action().ConfigureAwait(false);
+        }
+        catch (CliException e)
+        {
+            await Console.Error.WriteLineAsync("relay: error: " + e.Message).ConfigureAwait(false);
+            return e.ExitCode;
+        }
+        catch (RelayException e)
+        {
+            await Console.Error.WriteLineAsync("relay: error: " + e.Message).ConfigureAwait(false);
+            return e.Code == ErrorCode.Kernel ? 2 : 1;
+        }
+        catch (OperationCanceledException)
+        {
+            return 130;
+        }
+    }
+
+    /// <summary>Writes <paramref name="value"/> as indented JSON.</summary>
+    public static void Json(object value) => Console.WriteLine(JsonSerializer.Serialize(value, value.GetType(), new JsonSerializerOptions(ApiJson.Options) { WriteIndented = true }));
+
+    /// <summary>Path segment escaping.</summary>
+    public static string Seg(string s) => Uri.EscapeDataString(s);
+}

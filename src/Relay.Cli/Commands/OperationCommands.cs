@@ -1,0 +1,235 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Relay.Cli.Client;
+using Relay.Cli.Config;
+using Relay.Cli.Output;
+using Relay.Core.Model;
+using Relay.Daemon;
+using Relay.Daemon.Api;
+using Relay.Engine;
+using Relay.Engine.Api;
+using static Relay.Cli.Commands.CliContext;
+
+namespace Relay.Cli.Commands;
+
+/// <summary><c>relay apply|migrate|exec|events|down|metrics|daemon</c>.</summary>
+internal static class OperationCommands
+{
+    public static Command Apply()
+    {
+        var file = new Option<FileInfo>("--file", "-f") { Description = "The YAML file (networks, services, instances).", Required = true };
+        var dryRun = new Option<bool>("--dry-run") { Description = "Show what would change; change nothing." };
+        var output = CliContext.Output();
+        var cmd = new Command("apply", "Make the networks in a file match it: create what is missing, change what differs, remove what the file no longer lists. Applying the same file twice changes nothing.")
+        {
+            file, dryRun, output,
+        };
+        cmd.SetAction(Run(async (p, c, ct) =>
+        {
+            var path = p.GetValue(file)!;
+            if (!path.Exists)
+            {
+                throw new CliException($"no file {path.FullName}");
+            }
+            var doc = DesiredStateDocument.Parse(await File.ReadAllTextAsync(path.FullName, ct).ConfigureAwait(false), path.Name);
+            if (doc.Errors.Count > 0)
+            {
+                foreach (var e in doc.Errors)
+                {
+                    await Console.Error.WriteLineAsync($"{path.Name}:{e}").ConfigureAwait(false);
+                }
+                throw new CliException($"{doc.Errors.Count} error{(doc.Errors.Count == 1 ? "" : "s")} in {path.Name}; nothing was applied");
+            }
+            ApplyResult result;
+            try
+            {
+                result = await c.PostAsync<ApplyResult>($"v1/apply?dryRun={p.GetValue(dryRun).ToString().ToLowerInvariant()}", doc.State, ct).ConfigureAwait(false);
+            }
+            catch (CliException e) when (e.Errors.Count > 0)
+            {
+                // The daemon names fields (services[2].name); show where they are in the file.
+                foreach (var f in e.Errors)
+                {
+                    var at = doc.TryGetNearestLocation(f.Field, out var line, out var column) ? $"{line}:{column}: " : "";
+                    await Console.Error.WriteLineAsync($"{path.Name}:{at}{f.Field}: {f.Message}").ConfigureAwait(false);
+                }
+                throw new CliException($"{e.Errors.Count} error{(e.Errors.Count == 1 ? "" : "s")}; nothing was applied", e.ExitCode);
+            }
+            if (p.GetValue(output) == "json")
+            {
+                Json(result);
+                return 0;
+            }
+            TableWriter.Write(Console.Out, ["action", "kind", "network", "name", "detail"],
+                result.Steps.Select(s => (IReadOnlyList<string>)[s.Action, s.Kind, s.Network, s.Name, s.Detail]));
+            Console.WriteLine(result.Changes == 0 ? "no changes" : $"{result.Changes} change{(result.Changes == 1 ? "" : "s")}{(result.DryRun ? " would be made (dry run)" : " made")}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public static Command Migrate()
+    {
+        var service = new Argument<string>("SERVICE") { Description = "The service to move." };
+        var from = new Option<string?>("--from") { Description = "The instance that leaves (default: the only one in the balancer)." };
+        var to = new Option<string?>("--to") { Description = "The instance that takes over (default: a fresh one, same command, started and checked first)." };
+        var drain = new Option<string?>("--drain") { Description = "How long TCP flows may finish on the old instance (default 30s; 0 cuts them)." };
+        var network = CliContext.Network();
+        var output = CliContext.Output();
+        var cmd = new Command("migrate", "Move a service to another instance, make before break: one transaction re-points it, stale ICMP/UDP flows follow at once, TCP flows drain.")
+        {
+            service, from, to, drain, network, output,
+        };
+        cmd.SetAction(Run(async (p, c, ct) =>
+        {
+            if (p.GetValue(to) is null)
+            {
+                await Console.Error.WriteLineAsync($"starting a fresh instance of {p.GetValue(service)} ...").ConfigureAwait(false);
+            }
+            var r = await c.PostAsync<MigrateResponse>($"v1/networks/{Seg(p.GetValue(network)!)}/services/{Seg(p.GetValue(service)!)}/migrate",
+                new MigrateRequest(p.GetValue(from), p.GetValue(to), p.GetValue(drain)), ct).ConfigureAwait(false);
+            if (p.GetValue(output) == "json")
+            {
+                Json(r);
+                return 0;
+            }
+            Console.WriteLine($"{r.Service}: {r.From} -> {r.To} (re-point {r.RepointUs:0} us, switch {r.SwitchUs:0} us, {r.StaleFlowsDeleted} stale flows moved); {r.From} drains, then stops");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public static Command Exec()
+    {
+        var instance = new Argument<string>("INSTANCE") { Description = "The instance." };
+        var command = new Argument<string[]>("COMMAND") { Description = "The command (after --).", Arity = ArgumentArity.OneOrMore };
+        var network = CliContext.Network();
+        var cmd = new Command("exec", "Run a command inside an instance (its network namespace, its resolver: service names resolve), attached to the terminal.")
+        {
+            instance, command, network,
+        };
+        cmd.SetAction(Run(async (p, c, ct) =>
+        {
+            var i = await c.GetAsync<InstanceInfo>($"v1/networks/{Seg(p.GetValue(network)!)}/instances/{Seg(p.GetValue(instance)!)}", ct).ConfigureAwait(false);
+            // The terminal stays ours: the command inherits stdin, stdout and stderr.
+            var psi = new ProcessStartInfo("ip") { UseShellExecute = false };
+            foreach (var a in new[] { "netns", "exec", i.Namespace }.Concat(p.GetValue(command)!))
+            {
+                psi.ArgumentList.Add(a);
+            }
+            using var process = Process.Start(psi) ?? throw new CliException("could not start ip");
+            await process.WaitForExitAsync(ct).ConfigureAwait(false);
+            return process.ExitCode;
+        }));
+        return cmd;
+    }
+
+    public static Command Events()
+    {
+        var follow = new Option<bool>("--follow", "-f") { Description = "Keep printing new events." };
+        var output = CliContext.Output();
+        var cmd = new Command("events", "Show what happened: services and instances added, health changes, migrations with their timings.") { follow, output };
+        cmd.SetAction(Run(async (p, c, ct) =>
+        {
+            await foreach (var line in c.LinesAsync($"v1/events?follow={p.GetValue(follow).ToString().ToLowerInvariant()}", ct).ConfigureAwait(false))
+            {
+                if (p.GetValue(output) == "json")
+                {
+                    Console.WriteLine(line);
+                    continue;
+                }
+                var e = JsonSerializer.Deserialize<RelayEvent>(line, ApiJson.Options)!;
+                Console.WriteLine($"{e.Time.ToLocalTime():HH:mm:ss.fff}  {e.Network,-10} {e.Kind,-18} {e.Message}");
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public static Command Metrics()
+    {
+        var cmd = new Command("metrics", "Print the daemon's metrics (Prometheus text format, as GET /metrics serves them).");
+        cmd.SetAction(Run(async (p, c, ct) =>
+        {
+            Console.Write(await c.GetTextAsync("metrics", ct).ConfigureAwait(false));
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public static Command Down()
+    {
+        var network = new Option<string?>("--network", "-n") { Description = "Only this network (default: all)." };
+        var cmd = new Command("down", "Remove everything Relay created: namespaces, links, tables, processes, files. With the daemon stopped, removes what its records list (after a crash).")
+        {
+            network,
+        };
+        cmd.SetAction((p, ct) => Guard(async () =>
+        {
+            var socket = p.GetValue(Socket)!;
+            var only = p.GetValue(network);
+            if (File.Exists(socket))
+            {
+                using var client = new RelayClient(socket);
+                try
+                {
+                    if (only is not null)
+                    {
+                        await client.DeleteAsync<object>($"v1/networks/{Seg(only)}", ct).ConfigureAwait(false);
+                        Console.WriteLine($"network {only} removed");
+                    }
+                    else
+                    {
+                        var r = await client.PostAsync<DownResponse>("v1/down", new { }, ct).ConfigureAwait(false);
+                        Console.WriteLine(r.Removed.Count == 0 ? "nothing to remove" : $"removed networks: {string.Join(", ", r.Removed)}");
+                    }
+                    return 0;
+                }
+                catch (CliException e) when (e.Message.StartsWith("cannot reach", StringComparison.Ordinal) || e.Message.Contains("not running", StringComparison.Ordinal))
+                {
+                    // A socket file without a daemon: fall through to the records.
+                }
+            }
+            RequireRoot();
+            var removed = new List<string>();
+            foreach (var directory in new[] { new NetworkOptions { Name = "x" }.RecordDirectory, new DaemonOptions().RecordDirectory }.Distinct())
+            {
+                foreach (var record in NetworkRecord.LoadAll(directory).Where(r => only is null || r.Network == only))
+                {
+                    removed.AddRange(record.RemoveLeftovers(directory));
+                }
+            }
+            Console.WriteLine(removed.Count == 0 ? "the daemon is not running and no records of networks are left: nothing to remove" : $"removed {string.Join(", ", removed)}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public static Command Daemon(Option<bool> verbose)
+    {
+        var state = new Option<string>("--state-dir") { Description = "Where the store lives.", DefaultValueFactory = _ => new DaemonOptions().StateDirectory };
+        // Only a unix socket: its access control is the kernel's (mode 0600 and the peer's uid,
+        // checked with SO_PEERCRED). A TCP listener would hand root's network to anyone who can connect.
+        var cmd = new Command("daemon", "Run the relay daemon in the foreground: the API on a unix socket (root only), the store, health checks, supervision. SIGTERM stops it and leaves the networks running; the next start adopts them.")
+        {
+            state,
+        };
+        cmd.SetAction((p, ct) => Guard(async () =>
+        {
+            RequireRoot();
+            var options = new DaemonOptions { Socket = p.GetValue(Socket)!, StateDirectory = p.GetValue(state)! };
+            return await DaemonHost.RunAsync(options, p.GetValue(verbose) ? LogLevel.Debug : LogLevel.Information, ct).ConfigureAwait(false);
+        }));
+        return cmd;
+    }
+
+    public static void RequireRoot()
+    {
+        if (Relay.Linux.Interop.Identity.EffectiveUserId() != 0)
+        {
+            throw new CliException("relay needs root (it creates network namespaces and nftables tables); run it with sudo");
+        }
+    }
+}
