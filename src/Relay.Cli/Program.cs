@@ -33,6 +33,7 @@ namespace Relay.Cli
             root.Subcommands.Add(Commands.OperationCommands.Down());
             root.Subcommands.Add(DemoCommand());
             root.Subcommands.Add(Commands.Completion.Command(root));
+            Commands.ExamplesHelp.Install(root);
             return await root.Parse(args).InvokeAsync().ConfigureAwait(false);
         }
 

@@ -39,6 +39,9 @@ public static class DaemonHost
             k.AddServerHeader = false;
         });
         builder.Services.Configure<JsonOptions>(o => ApiJson.Configure(o.SerializerOptions));
+        // A body or query that does not bind (bad JSON, wrong type, wrong content type) throws, so
+        // that ErrorHandling answers with what was wrong instead of a bare 400 or 415.
+        builder.Services.Configure<Microsoft.AspNetCore.Routing.RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         builder.Services.AddOpenApi("v1");
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
 
@@ -55,7 +58,14 @@ public static class DaemonHost
         // Root only: nobody else may even connect (the API can create namespaces and run commands).
         File.SetUnixFileMode(options.Socket, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         logs.CreateLogger("relay.daemon").LogInformation("relay daemon ready on {Socket}: {Networks} networks restored", options.Socket, daemon.Networks.Count);
-        await app.WaitForShutdownAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await app.WaitForShutdownAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            File.Delete(options.Socket);
+        }
         return 0;
     }
 

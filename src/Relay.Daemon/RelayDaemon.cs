@@ -4,6 +4,7 @@ using Relay.Daemon.Events;
 using Relay.Daemon.Metrics;
 using Relay.Daemon.Store;
 using Relay.Engine;
+using Relay.Engine.Api;
 
 namespace Relay.Daemon;
 
@@ -86,6 +87,22 @@ public sealed partial class RelayDaemon : IDisposable
             return _networks.TryGetValue(name, out var n)
                 ? n
                 : throw new RelayException(ErrorCode.NotFound, "network", $"no network '{name}'" + (_networks.Count == 0 ? "; create one with 'relay network create' or 'relay apply'" : $" (networks: {string.Join(", ", _networks.Keys.Order())})"));
+        }
+    }
+
+    /// <summary>
+    /// The network a new service goes into. The network called "default" comes into being with
+    /// its first service (as Docker's default bridge is simply there); any other must be created.
+    /// </summary>
+    public RelayNetwork NetworkForNewService(string name)
+    {
+        lock (_gate)
+        {
+            if (name == SpecMapping.DefaultNetwork && !_networks.ContainsKey(name))
+            {
+                return CreateNetwork(new NetworkOptions { Name = name });
+            }
+            return Network(name);
         }
     }
 

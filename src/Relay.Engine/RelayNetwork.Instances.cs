@@ -330,7 +330,14 @@ public sealed partial class RelayNetwork
 
     private InstanceProcess StartProcess(InstanceRecord record, IReadOnlyList<string> command)
     {
-        var process = InstanceProcess.Start(record.Namespace, command, LogFile(record));
+        // Who it is, for commands that want to say so (the UTS hostname is the host's).
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["RELAY_NETWORK"] = Name,
+            ["RELAY_SERVICE"] = record.Service.Value,
+            ["RELAY_INSTANCE"] = record.Name,
+        };
+        var process = InstanceProcess.Start(record.Namespace, command, LogFile(record), environment);
         LogProcessStarted(_log, Name, record.Name, process.Pid, string.Join(' ', command));
         return process;
     }

@@ -31,6 +31,23 @@ internal static class CliContext
         DefaultValueFactory = _ => "table",
     }.AcceptOnlyFromAmong("table", "json");
 
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Command, string[]> ExampleTable = [];
+
+    /// <summary>
+    /// Examples that <c>--help</c> shows after the command's options (not in the listing of its
+    /// parent). Every one is run as written by the tests (ExampleTests).
+    /// </summary>
+    public static T WithExamples<T>(this T command, params string[] examples)
+        where T : Command
+    {
+        ExampleTable.AddOrUpdate(command, examples);
+        return command;
+    }
+
+    /// <summary>The examples of <paramref name="command"/>, if any.</summary>
+    public static IReadOnlyList<string> ExamplesOf(Command command)
+        => ExampleTable.TryGetValue(command, out var e) ? e : [];
+
     /// <summary>Runs a command against the daemon; every failure becomes one message and an exit code.</summary>
     public static Func<ParseResult, CancellationToken, Task<int>> Run(Func<ParseResult, RelayClient, CancellationToken, Task<int>> action)
         => async (parse, ct) =>

@@ -22,10 +22,11 @@ internal static class OperationCommands
         var file = new Option<FileInfo>("--file", "-f") { Description = "The YAML file (networks, services, instances).", Required = true };
         var dryRun = new Option<bool>("--dry-run") { Description = "Show what would change; change nothing." };
         var output = CliContext.Output();
-        var cmd = new Command("apply", "Make the networks in a file match it: create what is missing, change what differs, remove what the file no longer lists. Applying the same file twice changes nothing.")
+        var cmd = new Command("apply", "Make the networks in a file match it: create what is missing, change what differs, remove what the file no longer lists. Applying the same file twice changes nothing. Every error is reported with its line, and then nothing is applied.")
         {
             file, dryRun, output,
-        };
+        }.WithExamples(
+            "relay apply -f examples/web.yaml --dry-run");
         cmd.SetAction(Run(async (p, c, ct) =>
         {
             var path = p.GetValue(file)!;
@@ -36,11 +37,12 @@ internal static class OperationCommands
             var doc = DesiredStateDocument.Parse(await File.ReadAllTextAsync(path.FullName, ct).ConfigureAwait(false), path.Name);
             if (doc.Errors.Count > 0)
             {
-                foreach (var e in doc.Errors)
+                var all = AllErrors(doc);
+                foreach (var e in all)
                 {
                     await Console.Error.WriteLineAsync($"{path.Name}:{e}").ConfigureAwait(false);
                 }
-                throw new CliException($"{doc.Errors.Count} error{(doc.Errors.Count == 1 ? "" : "s")} in {path.Name}; nothing was applied");
+                throw new CliException($"{all.Count} error{(all.Count == 1 ? "" : "s")} in {path.Name}; nothing was applied");
             }
             ApplyResult result;
             try
@@ -70,6 +72,25 @@ internal static class OperationCommands
         return cmd;
     }
 
+    /// <summary>
+    /// The file's errors and, unless it could not be read at all, every error the daemon would
+    /// report on what could be read (unknown services, duplicates), so one run lists them all.
+    /// </summary>
+    private static IReadOnlyList<YamlError> AllErrors(DesiredStateDocument doc)
+    {
+        if (doc.Errors.Any(e => e.Field.Length == 0))
+        {
+            return doc.Errors;
+        }
+        static bool Related(string a, string b) => a == b || a.StartsWith(b + ".", StringComparison.Ordinal) || b.StartsWith(a + ".", StringComparison.Ordinal);
+        var more = SpecMapping.Validate(doc.State)
+            .Where(v => !doc.Errors.Any(e => Related(e.Field, v.Field)))
+            .Select(v => doc.TryGetNearestLocation(v.Field, out var line, out var column)
+                ? new YamlError(line, column, v.Field, v.Message)
+                : new YamlError(0, 0, v.Field, v.Message));
+        return doc.Errors.Concat(more).OrderBy(e => e.Line).ThenBy(e => e.Column).ToArray();
+    }
+
     public static Command Migrate()
     {
         var service = new Argument<string>("SERVICE") { Description = "The service to move." };
@@ -81,7 +102,9 @@ internal static class OperationCommands
         var cmd = new Command("migrate", "Move a service to another instance, make before break: one transaction re-points it, stale ICMP/UDP flows follow at once, TCP flows drain.")
         {
             service, from, to, drain, network, output,
-        };
+        }.WithExamples(
+            "relay migrate pong.demo --to pong-next --drain 5s",
+            "relay migrate hello.demo");
         cmd.SetAction(Run(async (p, c, ct) =>
         {
             if (p.GetValue(to) is null)
@@ -95,7 +118,7 @@ internal static class OperationCommands
                 Json(r);
                 return 0;
             }
-            Console.WriteLine($"{r.Service}: {r.From} -> {r.To} (re-point {r.RepointUs:0} us, switch {r.SwitchUs:0} us, {r.StaleFlowsDeleted} stale flows moved); {r.From} drains, then stops");
+            Console.WriteLine($"{r.Service}: {r.From} -> {r.To} (re-point {r.RepointUs:0} us, switch {r.SwitchUs:0} us, {r.StaleFlowsDeleted} stale flow{(r.StaleFlowsDeleted == 1 ? "" : "s")} moved); {r.From} drains, then stops");
             return 0;
         }));
         return cmd;
@@ -109,7 +132,9 @@ internal static class OperationCommands
         var cmd = new Command("exec", "Run a command inside an instance (its network namespace, its resolver: service names resolve), attached to the terminal.")
         {
             instance, command, network,
-        };
+        }.WithExamples(
+            "relay exec hello-1 -- ping -c 3 pong.demo",
+            "relay exec pong-1 -- socat - TCP:hello.demo:80");
         cmd.SetAction(Run(async (p, c, ct) =>
         {
             var i = await c.GetAsync<InstanceInfo>($"v1/networks/{Seg(p.GetValue(network)!)}/instances/{Seg(p.GetValue(instance)!)}", ct).ConfigureAwait(false);
@@ -162,9 +187,12 @@ internal static class OperationCommands
     public static Command Down()
     {
         var network = new Option<string?>("--network", "-n") { Description = "Only this network (default: all)." };
-        var cmd = new Command("down", "Remove everything Relay created: namespaces, links, tables, processes, files. With the daemon stopped, removes what its records list (after a crash).")
+        var state = StateDir();
+        var records = RecordDir();
+        var keep = new Option<bool>("--keep-daemon") { Description = "Remove every network but leave the daemon running." };
+        var cmd = new Command("down", "Remove everything Relay created: every network (namespaces, links, tables, instance processes, DNS servers), then stop the daemon. With --network, only that network goes and the daemon stays. With the daemon stopped, removes what its records list (after a crash) and forgets those networks in its store.")
         {
-            network,
+            network, keep, state, records,
         };
         cmd.SetAction((p, ct) => Guard(async () =>
         {
@@ -182,8 +210,13 @@ internal static class OperationCommands
                     }
                     else
                     {
-                        var r = await client.PostAsync<DownResponse>("v1/down", new { }, ct).ConfigureAwait(false);
-                        Console.WriteLine(r.Removed.Count == 0 ? "nothing to remove" : $"removed networks: {string.Join(", ", r.Removed)}");
+                        var r = await client.PostAsync<DownResponse>($"v1/down?stop={(!p.GetValue(keep)).ToString().ToLowerInvariant()}", new { }, ct).ConfigureAwait(false);
+                        Console.WriteLine(r.Removed.Count == 0 ? "no networks to remove" : $"removed networks: {string.Join(", ", r.Removed)}");
+                        if (r.Stopping)
+                        {
+                            await WaitGone(socket, ct).ConfigureAwait(false);
+                            Console.WriteLine("the daemon has stopped");
+                        }
                     }
                     return 0;
                 }
@@ -194,11 +227,22 @@ internal static class OperationCommands
             }
             RequireRoot();
             var removed = new List<string>();
-            foreach (var directory in new[] { new NetworkOptions { Name = "x" }.RecordDirectory, new DaemonOptions().RecordDirectory }.Distinct())
+            foreach (var directory in new[] { p.GetValue(records)!, new NetworkOptions { Name = "x" }.RecordDirectory }.Distinct())
             {
                 foreach (var record in NetworkRecord.LoadAll(directory).Where(r => only is null || r.Network == only))
                 {
                     removed.AddRange(record.RemoveLeftovers(directory));
+                }
+            }
+            // The store must forget them too, or the next daemon start would bring them back.
+            var database = new DaemonOptions { StateDirectory = p.GetValue(state)! }.DatabasePath;
+            if (File.Exists(database))
+            {
+                using var store = new Relay.Daemon.Store.RelayStore(database);
+                foreach (var stored in store.Load().Where(n => only is null || n.Options.Name == only))
+                {
+                    store.DeleteNetwork(stored.Options.Name);
+                    removed.Add($"{stored.Options.Name} (from the store)");
                 }
             }
             Console.WriteLine(removed.Count == 0 ? "the daemon is not running and no records of networks are left: nothing to remove" : $"removed {string.Join(", ", removed)}");
@@ -209,21 +253,44 @@ internal static class OperationCommands
 
     public static Command Daemon(Option<bool> verbose)
     {
-        var state = new Option<string>("--state-dir") { Description = "Where the store lives.", DefaultValueFactory = _ => new DaemonOptions().StateDirectory };
+        var state = StateDir();
+        var records = RecordDir();
         // Only a unix socket: its access control is the kernel's (mode 0600 and the peer's uid,
         // checked with SO_PEERCRED). A TCP listener would hand root's network to anyone who can connect.
         var cmd = new Command("daemon", "Run the relay daemon in the foreground: the API on a unix socket (root only), the store, health checks, supervision. SIGTERM stops it and leaves the networks running; the next start adopts them.")
         {
-            state,
+            state, records,
         };
         cmd.SetAction((p, ct) => Guard(async () =>
         {
             RequireRoot();
-            var options = new DaemonOptions { Socket = p.GetValue(Socket)!, StateDirectory = p.GetValue(state)! };
+            var options = new DaemonOptions { Socket = p.GetValue(Socket)!, StateDirectory = p.GetValue(state)!, RecordDirectory = p.GetValue(records)! };
             return await DaemonHost.RunAsync(options, p.GetValue(verbose) ? LogLevel.Debug : LogLevel.Information, ct).ConfigureAwait(false);
         }));
         return cmd;
     }
+
+    /// <summary>Waits until the daemon has exited (its socket file is gone), at most 30 s.</summary>
+    private static async Task WaitGone(string socket, CancellationToken ct)
+    {
+        var until = Stopwatch.StartNew();
+        while (File.Exists(socket) && until.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await Task.Delay(50, ct).ConfigureAwait(false);
+        }
+    }
+
+    private static Option<string> StateDir() => new("--state-dir")
+    {
+        Description = "The daemon's state directory (its store and instance logs).",
+        DefaultValueFactory = _ => new DaemonOptions().StateDirectory,
+    };
+
+    private static Option<string> RecordDir() => new("--record-dir")
+    {
+        Description = "Where records of created namespaces are kept (what 'relay down' removes after a crash).",
+        DefaultValueFactory = _ => new DaemonOptions().RecordDirectory,
+    };
 
     public static void RequireRoot()
     {

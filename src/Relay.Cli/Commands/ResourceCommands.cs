@@ -58,7 +58,9 @@ internal static class ResourceCommands
         var policy = new Option<string>("--policy") { Description = "random (default), round-robin, maglev or source.", DefaultValueFactory = _ => "random" };
         var ports = new Option<string[]>("--port", "-p") { Description = "Map a virtual port: PORT[:TARGET][/tcp|/udp] (repeatable). Without any, every protocol reaches the instances.", AllowMultipleArgumentsPerToken = false };
         var addressing = new Option<string>("--addressing") { Description = "service (default): one pair of virtual addresses; flow: each client gets its own, from DNS.", DefaultValueFactory = _ => "service" };
-        var add = new Command("add", "Register a service; it gets stable virtual IPv4 and IPv6 addresses.") { name, network, policy, ports, addressing };
+        var add = new Command("add", "Register a service; it gets stable virtual IPv4 and IPv6 addresses. The network 'default' is created with its first service.") { name, network, policy, ports, addressing }.WithExamples(
+            "relay service add pong.demo",
+            "relay service add hello.demo --port 80:7000/tcp --policy round-robin");
         add.SetAction(Run(async (p, c, ct) =>
         {
             var s = await c.PostAsync<ServiceInfo>($"v1/networks/{Seg(p.GetValue(network)!)}/services",
@@ -102,7 +104,7 @@ internal static class ResourceCommands
         var cmd = new Command("instance", "Add, list and remove instances (each in its own network namespace).");
         var network = CliContext.Network();
         var service = new Argument<string>("SERVICE") { Description = "The service it serves." };
-        var name = new Option<string?>("--name") { Description = "Its name (default SERVICE-N)." };
+        var name = new Option<string?>("--name") { Description = "Its name (default: the service's first label and a number, as pong-1)." };
         var restart = new Option<string?>("--restart") { Description = "never, on-failure (default) or always." };
         var standby = new Option<bool>("--standby") { Description = "Up but not in the balancer (a migration target)." };
         var healthTcp = new Option<int?>("--health-tcp") { Description = "Health check: TCP connect to this port." };
@@ -113,10 +115,13 @@ internal static class ResourceCommands
         var timeout = new Option<string?>("--health-timeout") { Description = "Time a check may take (default 1s)." };
         var threshold = new Option<int?>("--health-threshold") { Description = "Failures in a row to become unhealthy (default 3)." };
         var command = new Argument<string[]>("COMMAND") { Description = "The command to run in the instance (after --).", Arity = ArgumentArity.ZeroOrMore };
-        var add = new Command("add", "Add an instance: namespace, veth, addresses, command, then its place in the balancer.")
+        var add = new Command("add", "Add an instance: namespace, veth, addresses, command, then its place in the balancer. The command sees RELAY_NETWORK, RELAY_SERVICE and RELAY_INSTANCE.")
         {
             service, network, name, restart, standby, healthTcp, healthHttp, healthIcmp, healthExec, interval, timeout, threshold, command,
-        };
+        }.WithExamples(
+            "relay instance add pong.demo",
+            "relay instance add hello.demo --health-tcp 7000 -- socat TCP-LISTEN:7000,fork,reuseaddr 'SYSTEM:echo hello from $RELAY_INSTANCE'",
+            "relay instance add pong.demo --standby --name pong-next");
         add.SetAction(Run(async (p, c, ct) =>
         {
             HealthSpec? health = null;
@@ -234,7 +239,8 @@ internal static class ResourceCommands
         var name = new Argument<string>("NAME") { Description = "A service name." };
         var network = new Option<string?>("--network", "-n") { Description = "Only this network (default: any)." };
         var output = CliContext.Output();
-        var cmd = new Command("resolve", "Show what DNS answers for a service name.") { name, network, output };
+        var cmd = new Command("resolve", "Show what DNS answers for a service name.") { name, network, output }.WithExamples(
+            "relay resolve hello.demo");
         cmd.SetAction(Run(async (p, c, ct) =>
         {
             var r = await c.GetAsync<ResolveResponse>($"v1/resolve?name={Uri.EscapeDataString(p.GetValue(name)!)}" + (p.GetValue(network) is { } n ? $"&network={Uri.EscapeDataString(n)}" : ""), ct).ConfigureAwait(false);

@@ -35,4 +35,4 @@ public sealed record ResolveResponse(string Name, string Network, string Vip4, s
 public sealed record LogsResponse(string Instance, IReadOnlyList<string> Lines);
 
 /// <summary>POST /v1/down.</summary>
-public sealed record DownResponse(IReadOnlyList<string> Removed);
+public sealed record DownResponse(IReadOnlyList<string> Removed, bool Stopping = false);

@@ -3,6 +3,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Hosting;
 using Relay.Core.Errors;
 using Relay.Core.Model;
 using Relay.Core.Naming;
@@ -44,7 +45,7 @@ public static class Endpoints
             var errors = new ErrorCollector();
             var options = SpecMapping.ToServiceOptions(spec, "service", errors);
             errors.ThrowIfAny();
-            var created = daemon.Network(network).AddService(options);
+            var created = daemon.NetworkForNewService(network).AddService(options);
             return Results.Created($"/v1/networks/{network}/services/{created.Name}", created);
         });
         v1.MapGet("/networks/{network}/services/{service}", (string network, string service) => daemon.Network(network).GetService(service));
@@ -95,7 +96,17 @@ public static class Endpoints
 
         v1.MapPost("/apply", async (DesiredState state, bool? dryRun) =>
             await new Applier(daemon).ApplyAsync(state, dryRun == true).ConfigureAwait(false));
-        v1.MapPost("/down", () => new DownResponse(daemon.Down()));
+        // relay down: every network goes; with stop=true the daemon then exits too (its socket
+        // is removed), so nothing of Relay's is left running.
+        v1.MapPost("/down", (bool? stop, IHostApplicationLifetime lifetime) =>
+        {
+            var removed = daemon.Down();
+            if (stop == true)
+            {
+                _ = Task.Delay(100).ContinueWith(_ => lifetime.StopApplication(), TaskScheduler.Default);
+            }
+            return new DownResponse(removed, stop == true);
+        });
 
         v1.MapGet("/events", async (HttpContext context, bool? follow, CancellationToken ct) =>
         {

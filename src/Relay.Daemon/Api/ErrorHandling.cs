@@ -1,5 +1,7 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Extensions.Logging;
 using Relay.Core.Errors;
 
@@ -16,7 +18,13 @@ public sealed partial class ErrorHandling(RequestDelegate next, ILogger<ErrorHan
     {
         try
         {
+            await ReadBody(context).ConfigureAwait(false);
             await next(context).ConfigureAwait(false);
+            if (!context.Response.HasStarted && context.Response.StatusCode >= 400)
+            {
+                // Routing (no such endpoint, wrong method) answers with a bare status.
+                await Write(context, context.Response.StatusCode, new ApiError(BareStatusMessage(context))).ConfigureAwait(false);
+            }
         }
         catch (RelayException e)
         {
@@ -24,7 +32,10 @@ public sealed partial class ErrorHandling(RequestDelegate next, ILogger<ErrorHan
         }
         catch (BadHttpRequestException e)
         {
-            var message = e.InnerException is JsonException j ? "the request body is not valid JSON for this endpoint: " + j.Message : e.Message;
+            var message = e.InnerException is JsonException j ? "the request body is not valid JSON for this endpoint: " + j.Message
+                : e.StatusCode == StatusCodes.Status413PayloadTooLarge ? $"the request body is too large: the limit is {context.Features.Get<IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize ?? 0} bytes"
+                : e.Message.StartsWith("Implicit body inferred", StringComparison.Ordinal) || e.Message.Contains("was not provided from body", StringComparison.Ordinal) ? "this endpoint needs a JSON body"
+                : e.Message;
             await Write(context, e.StatusCode, new ApiError(message)).ConfigureAwait(false);
         }
         catch (JsonException e)
@@ -41,6 +52,30 @@ public sealed partial class ErrorHandling(RequestDelegate next, ILogger<ErrorHan
             await Write(context, StatusCodes.Status500InternalServerError, new ApiError($"internal error: {e.Message}")).ConfigureAwait(false);
         }
     }
+
+    /// <summary>
+    /// Kestrel refuses a body over the size limit only while it is read, and the endpoints' JSON
+    /// binding takes that refusal for a broken connection (a bare 413). So the body, at most the
+    /// limit (4 MiB), is read here first: the refusal then reaches the catch above, with a message.
+    /// </summary>
+    private static async Task ReadBody(HttpContext context)
+    {
+        if (context.Features.Get<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: false })
+        {
+            return;
+        }
+        context.Request.EnableBuffering();
+        await context.Request.Body.DrainAsync(context.RequestAborted).ConfigureAwait(false);
+        context.Request.Body.Position = 0;
+    }
+
+    private static string BareStatusMessage(HttpContext context) => context.Response.StatusCode switch
+    {
+        StatusCodes.Status404NotFound => $"no such endpoint: {context.Request.Method} {context.Request.Path} (the API is under /v1; see /openapi/v1.json)",
+        StatusCodes.Status405MethodNotAllowed => $"{context.Request.Method} is not allowed on {context.Request.Path}",
+        StatusCodes.Status415UnsupportedMediaType => $"the request body must be JSON (Content-Type: application/json), not '{context.Request.ContentType}'",
+        var status => $"the request was refused ({status} {ReasonPhrases.GetReasonPhrase(status)})",
+    };
 
     private static int StatusOf(ErrorCode code) => code switch
     {

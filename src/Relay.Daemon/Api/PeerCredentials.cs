@@ -19,6 +19,7 @@ public sealed partial class PeerCredentials(RequestDelegate next)
         if (socket is { AddressFamily: AddressFamily.Unix } && PeerUid(socket) is { } uid && uid != 0)
         {
             context.Response.StatusCode = StatusCodes.Status403Forbidden;
+            context.Response.ContentType = "application/json";
             return context.Response.WriteAsync($$"""{"error":"only root may use the relay API (your uid is {{uid}})"}""");
         }
         return next(context);

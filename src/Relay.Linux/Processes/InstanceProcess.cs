@@ -61,8 +61,11 @@ public sealed class InstanceProcess : IDisposable
     /// <summary>True once it exited.</summary>
     public bool HasExited => _exited.Task.IsCompleted;
 
-    /// <summary>Starts <paramref name="command"/> in <paramref name="netns"/>, output appended to <paramref name="logFile"/>.</summary>
-    public static InstanceProcess Start(string netns, IReadOnlyList<string> command, string logFile)
+    /// <summary>
+    /// Starts <paramref name="command"/> in <paramref name="netns"/>, output appended to
+    /// <paramref name="logFile"/>, with <paramref name="environment"/> added to the daemon's.
+    /// </summary>
+    public static InstanceProcess Start(string netns, IReadOnlyList<string> command, string logFile, IReadOnlyDictionary<string, string>? environment = null)
     {
         if (command.Count == 0)
         {
@@ -80,6 +83,10 @@ public sealed class InstanceProcess : IDisposable
         foreach (var a in new[] { "-c", "exec \"$@\" </dev/null >>\"$0\" 2>&1", logFile, "ip", "netns", "exec", netns }.Concat(command))
         {
             psi.ArgumentList.Add(a);
+        }
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[key] = value;
         }
         var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start /bin/sh");
         return new InstanceProcess(netns, command, logFile, process.Id, ProcStartTime(process.Id) ?? 0, process);
