@@ -5,7 +5,7 @@ CONFIG ?= Release
 # Runtime peers and tools: the data plane (nftables, conntrack, iproute2) and the real programs
 # tests and the demo drive (ping, socat, dig, ss). dnsmasq-base, not dnsmasq: the binary for the
 # DNS baseline without a system service starting on port 53.
-DEBS := nftables libnftables1 conntrack libnetfilter-conntrack3 iproute2 iputils-ping socat bind9-dnsutils iperf3 dnsmasq-base dnsperf procps curl util-linux
+DEBS := nftables libnftables1 conntrack libnetfilter-conntrack3 iproute2 iputils-ping socat bind9-dnsutils iperf3 dnsmasq-base dnsperf procps curl util-linux strace
 RELAY := src/Relay.Cli/bin/$(CONFIG)/net10.0/relay
 BENCH := bench/Relay.Bench/bin/$(CONFIG)/net10.0/relay-bench
 TEST_FLAGS ?=
@@ -42,6 +42,7 @@ bench: build
 PREFIX ?= /usr/local
 install: build
 	dotnet publish src/Relay.Cli -c $(CONFIG) -nologo -v q -o $(PREFIX)/lib/relay
+	install -d $(PREFIX)/bin
 	ln -sf $(PREFIX)/lib/relay/relay $(PREFIX)/bin/relay
 	install -D -m 0644 README.md $(PREFIX)/share/doc/relay/README.md
 	@if [ -d /run/systemd/system ]; then \

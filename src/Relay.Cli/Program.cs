@@ -34,7 +34,28 @@ namespace Relay.Cli
             root.Subcommands.Add(DemoCommand());
             root.Subcommands.Add(Commands.Completion.Command(root));
             Commands.ExamplesHelp.Install(root);
-            return await root.Parse(args).InvokeAsync().ConfigureAwait(false);
+            var parse = root.Parse(args);
+            if (parse.Errors.Count > 0 && !HelpRequested(parse))
+            {
+                // Mistakes on the command line: one line each, as every other error, and a hint.
+                var messages = parse.Errors.Select(e => Plain(e.Message)).ToList();
+                if (messages.Count > 1)
+                {
+                    messages.Remove("Required command was not provided.");
+                }
+                foreach (var message in messages)
+                {
+                    await Console.Error.WriteLineAsync("relay: error: " + message).ConfigureAwait(false);
+                }
+                var names = new List<string>();
+                for (var c = parse.CommandResult; c is not null && c.Command != root; c = c.Parent as System.CommandLine.Parsing.CommandResult)
+                {
+                    names.Insert(0, c.Command.Name);
+                }
+                await Console.Error.WriteLineAsync($"see 'relay {string.Join(' ', names.Append("--help"))}'").ConfigureAwait(false);
+                return 1;
+            }
+            return await parse.InvokeAsync().ConfigureAwait(false);
         }
 
         private static Command DemoCommand()
@@ -62,6 +83,21 @@ namespace Relay.Cli
                 return await new SeedDemo(options, Console.Out).RunAsync(interrupted.Token).ConfigureAwait(false);
             }));
             return cmd;
+        }
+
+        private static bool HelpRequested(ParseResult parse)
+            => parse.Action is System.CommandLine.Invocation.SynchronousCommandLineAction and not null && parse.Tokens.Any(t => t.Value is "--help" or "-h" or "-?");
+
+        /// <summary>System.CommandLine names .NET types in its messages; users know numbers and text.</summary>
+        private static string Plain(string message)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(message, @"^Cannot parse argument '(.*)' for option '(.*)' as expected type '(.*)'\.$");
+            if (m.Success)
+            {
+                var expected = m.Groups[3].Value.Contains("Int32", StringComparison.Ordinal) ? " (a whole number is expected)" : "";
+                return $"'{m.Groups[1].Value}' is not a valid value for {m.Groups[2].Value}{expected}";
+            }
+            return message.Replace(":\n\t", ": ", StringComparison.Ordinal).Replace("\n\t", ", ", StringComparison.Ordinal).Trim();
         }
 
         private static void Interrupt(System.Runtime.InteropServices.PosixSignalContext context, CancellationTokenSource cts)

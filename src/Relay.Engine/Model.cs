@@ -131,6 +131,9 @@ internal sealed record InstanceRecord(
 
     /// <summary>How many times its command was restarted.</summary>
     public int Restarts { get; init; }
+
+    /// <summary>Its command exited and its restart policy keeps it down (a daemon restart leaves it so).</summary>
+    public bool Ended { get; init; }
 }
 
 /// <summary>Health states as reported.</summary>

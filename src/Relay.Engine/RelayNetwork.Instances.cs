@@ -361,11 +361,13 @@ public sealed partial class RelayNetwork
             }
             _processes.Remove(instance);
             process.Dispose();
-            PutInstance(record with { Pid = null, PidStart = null });
             LogProcessStopped(_log, Name, instance, process.Pid, exitCode ?? -1);
             var policy = RestartPolicies.Parse(record.Restart, RestartPolicy.OnFailure, "restart", new ErrorCollector());
             // An adopted command's exit code is unknown (it is not our child): count it as a failure.
             var restart = record.State != InstanceState.Draining && RestartBackoff.ShouldRestart(policy, exitCode ?? 1);
+            // Recorded, so that a daemon restart knows a command that stays down from one whose
+            // restart was pending.
+            PutInstance(record with { Pid = null, PidStart = null, Ended = !restart });
             Emit(EventKinds.InstanceExited, instance, $"instance {instance}: command exited ({(exitCode is { } c ? "code " + c : "code unknown")})" + (restart ? "; restarting" : ""),
                 ("exitCode", exitCode), ("restart", restart));
             Persist();

@@ -62,6 +62,9 @@ public sealed partial class RelayNetwork
     [LoggerMessage(EventId = 21, Level = LogLevel.Information, Message = "network {Network}: restored (table rewritten: {Rewritten}; instances re-wired: {Rewired}; commands adopted: {Adopted}, started: {Started}; orphans removed: {Orphans})")]
     private static partial void LogRestored(ILogger log, string network, bool rewritten, int rewired, int adopted, int started, int orphans);
 
+    [LoggerMessage(EventId = 24, Level = LogLevel.Warning, Message = "network {Network}: {Count} stateless flows followed a change the store does not hold (the daemon died inside an operation); deleted, their next packets follow the restored table")]
+    private static partial void LogStaleAtRestore(ILogger log, string network, int count);
+
     [LoggerMessage(EventId = 22, Level = LogLevel.Information, Message = "network {Network}: detached (left running in the kernel)")]
     private static partial void LogDetached(ILogger log, string network);
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Relay.Core.Conntrack;
 using Relay.Core.Dataplane;
 using Relay.Core.Errors;
 using Relay.Engine.Dataplane;
@@ -125,15 +126,23 @@ public sealed partial class RelayNetwork
                     if (process is not null)
                     {
                         adopted.Add(record.Name);
+                        Supervise(record.Name, process);
                     }
-                    else
+                    else if (StartsAgain(record))
                     {
+                        // It exited while nobody watched (exit code unknown: a failure, as for an
+                        // adopted command), or its restart was pending: this start is that restart.
                         process = StartProcess(record, command);
-                        current = record with { Pid = process.Pid, PidStart = process.StartTime };
+                        current = record with { Pid = process.Pid, PidStart = process.StartTime, Restarts = record.Restarts + 1, Ended = false };
                         PutInstance(current);
                         started.Add(record.Name);
+                        Supervise(record.Name, process);
                     }
-                    Supervise(record.Name, process);
+                    else if (!record.Ended)
+                    {
+                        current = record with { Pid = null, PidStart = null, Ended = true };
+                        PutInstance(current);
+                    }
                 }
                 if (HealthCheck.FromSpec(record.HealthSpec, "health", new ErrorCollector()) is { } check)
                 {
@@ -146,9 +155,54 @@ public sealed partial class RelayNetwork
                 }
             }
             var orphans = RemoveOrphans();
+            DeleteFlowsTheStoreDoesNotKnow();
             Persist();
             return new RestoreReport(tableRewritten, rewired, adopted, started, orphans);
         }
+    }
+
+    /// <summary>
+    /// Whether a command found not running is started at restore: never when it ended and its
+    /// policy kept it down, nor when its policy is never; otherwise yes (it exited while the daemon
+    /// was down with an unknown exit code, counted as a failure, or its restart was pending).
+    /// </summary>
+    private static bool StartsAgain(InstanceRecord record)
+        => !record.Ended && RestartPolicies.Parse(record.Restart, RestartPolicy.OnFailure, "restart", new ErrorCollector()) != RestartPolicy.Never;
+
+    /// <summary>
+    /// Stateless (non-TCP) conntrack entries of a virtual or flow address translated to an instance
+    /// that, by the store, does not take that address's flows. A daemon killed inside an operation
+    /// after the kernel changed and before the store did (a migration: re-pointed, stale entries
+    /// deleted, the next packets translated to the new instance, then the crash) has its table put
+    /// back to the store's view by the restore, but flows created meanwhile would keep following
+    /// the lost change for as long as they last; the daemon would say one instance and the kernel
+    /// deliver to another. Deleted after the table is right, their next packet follows the table.
+    /// TCP connections stay where they are, as in a migration.
+    /// </summary>
+    private int DeleteFlowsTheStoreDoesNotKnow()
+    {
+        var allowed = new Dictionary<System.Net.IPAddress, HashSet<System.Net.IPAddress>>();
+        foreach (var svc in _services.Values)
+        {
+            var to = EffectiveBackends(svc).SelectMany(i => new[] { i.Address4, i.Address6 }).ToHashSet();
+            allowed[svc.Vip4] = to;
+            allowed[svc.Vip6] = to;
+        }
+        foreach (var f in _flows.Values)
+        {
+            var to = _instanceRecords.TryGetValue(f.Backend, out var b) ? new HashSet<System.Net.IPAddress> { b.Address4, b.Address6 } : [];
+            allowed[f.Flow4] = to;
+            allowed[f.Flow6] = to;
+        }
+        var stale = _dataplane.ListFlows()
+            .Where(e => e.Original.Protocol != IpProtocols.Tcp && allowed.TryGetValue(e.Original.Destination, out var to) && !to.Contains(e.Reply.Source))
+            .ToArray();
+        if (stale.Length > 0)
+        {
+            LogStaleAtRestore(_log, Name, stale.Length);
+            _dataplane.DeleteFlows(stale);
+        }
+        return stale.Length;
     }
 
     /// <summary>

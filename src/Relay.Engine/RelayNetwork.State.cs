@@ -136,7 +136,7 @@ public sealed partial class RelayNetwork
 
     private static StoredInstance ToStored(InstanceRecord r) => new(
         r.Name, r.Service.Value, r.Index, r.Namespace, r.HostInterface, r.Address4.ToString(), r.Address6.ToString(),
-        r.Command?.ToArray(), r.State.ToString(), r.Restart, r.HealthSpec, r.Pid, r.PidStart, r.DrainUntil, r.Restarts, r.Health);
+        r.Command?.ToArray(), r.State.ToString(), r.Restart, r.HealthSpec, r.Pid, r.PidStart, r.DrainUntil, r.Restarts, r.Health, r.Ended);
 
     private static StoredFlow ToStored(FlowRecord f) => new(f.Id, f.Client, f.Service.Value, f.Flow4.ToString(), f.Flow6.ToString(), f.Backend);
 
@@ -161,6 +161,7 @@ public sealed partial class RelayNetwork
         DrainUntil = i.DrainUntil,
         Restarts = i.Restarts,
         Health = i.Health,
+        Ended = i.Ended,
     };
 
     private static FlowRecord FromStored(StoredFlow f)

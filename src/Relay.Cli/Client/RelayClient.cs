@@ -112,6 +112,11 @@ public sealed class RelayClient : IDisposable
         {
             throw cli;
         }
+        catch (HttpRequestException e)
+        {
+            // Connected, then the daemon went away (it was stopped or died) before it answered.
+            throw new CliException($"the daemon closed the connection before answering ({e.Message}); the request may or may not have been carried out: check with 'relay status' once the daemon is back");
+        }
         if (response.IsSuccessStatusCode)
         {
             return response;

@@ -227,6 +227,12 @@ internal static class OperationCommands
             }
             RequireRoot();
             var removed = new List<string>();
+            if (only is null && File.Exists(socket))
+            {
+                // Left by a daemon that died (nothing answered on it above).
+                File.Delete(socket);
+                removed.Add(socket);
+            }
             foreach (var directory in new[] { p.GetValue(records)!, new NetworkOptions { Name = "x" }.RecordDirectory }.Distinct())
             {
                 foreach (var record in NetworkRecord.LoadAll(directory).Where(r => only is null || r.Network == only))

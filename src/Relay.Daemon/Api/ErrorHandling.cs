@@ -33,7 +33,7 @@ public sealed partial class ErrorHandling(RequestDelegate next, ILogger<ErrorHan
         catch (BadHttpRequestException e)
         {
             var message = e.InnerException is JsonException j ? "the request body is not valid JSON for this endpoint: " + j.Message
-                : e.StatusCode == StatusCodes.Status413PayloadTooLarge ? $"the request body is too large: the limit is {context.Features.Get<IHttpMaxRequestBodySizeFeature>()?.MaxRequestBodySize ?? 0} bytes"
+                : e.StatusCode == StatusCodes.Status415UnsupportedMediaType ? NotJson(context)
                 : e.Message.StartsWith("Implicit body inferred", StringComparison.Ordinal) || e.Message.Contains("was not provided from body", StringComparison.Ordinal) ? "this endpoint needs a JSON body"
                 : e.Message;
             await Write(context, e.StatusCode, new ApiError(message)).ConfigureAwait(false);
@@ -53,10 +53,16 @@ public sealed partial class ErrorHandling(RequestDelegate next, ILogger<ErrorHan
         }
     }
 
+    /// <summary>Bodies over the limit are still read (and dropped) up to this size, so that the client can read the refusal.</summary>
+    private const long DrainLimit = 64 << 20;
+
     /// <summary>
-    /// Kestrel refuses a body over the size limit only while it is read, and the endpoints' JSON
-    /// binding takes that refusal for a broken connection (a bare 413). So the body, at most the
-    /// limit (4 MiB), is read here first: the refusal then reaches the catch above, with a message.
+    /// Reads the body (at most the limit, 4 MiB) before the endpoint binds it. Kestrel would refuse
+    /// a larger body only while it is read, the endpoints' JSON binding takes that refusal for a
+    /// broken connection (a bare 413), and a client still sending (the CLI streams its JSON) would
+    /// see the connection closed under it rather than the answer. So the limit is enforced here:
+    /// the rest of a larger body is read and dropped (up to <see cref="DrainLimit"/>), then the
+    /// request is refused with a message.
     /// </summary>
     private static async Task ReadBody(HttpContext context)
     {
@@ -64,18 +70,47 @@ public sealed partial class ErrorHandling(RequestDelegate next, ILogger<ErrorHan
         {
             return;
         }
-        context.Request.EnableBuffering();
-        await context.Request.Body.DrainAsync(context.RequestAborted).ConfigureAwait(false);
-        context.Request.Body.Position = 0;
+        var size = context.Features.Get<IHttpMaxRequestBodySizeFeature>();
+        if (size is not { IsReadOnly: false, MaxRequestBodySize: { } limit })
+        {
+            return;
+        }
+        var tooLarge = new BadHttpRequestException($"the request body is too large: the limit is {limit} bytes", StatusCodes.Status413PayloadTooLarge);
+        if (context.Request.ContentLength > DrainLimit)
+        {
+            throw tooLarge;
+        }
+        size.MaxRequestBodySize = null; // counted here instead
+        var body = new MemoryStream();
+        var chunk = new byte[64 << 10];
+        long total = 0;
+        int read;
+        while (total <= DrainLimit && (read = await context.Request.Body.ReadAsync(chunk, context.RequestAborted).ConfigureAwait(false)) > 0)
+        {
+            if (total + read <= limit)
+            {
+                body.Write(chunk, 0, read);
+            }
+            total += read;
+        }
+        if (total > limit)
+        {
+            throw tooLarge;
+        }
+        body.Position = 0;
+        context.Request.Body = body;
     }
 
     private static string BareStatusMessage(HttpContext context) => context.Response.StatusCode switch
     {
         StatusCodes.Status404NotFound => $"no such endpoint: {context.Request.Method} {context.Request.Path} (the API is under /v1; see /openapi/v1.json)",
         StatusCodes.Status405MethodNotAllowed => $"{context.Request.Method} is not allowed on {context.Request.Path}",
-        StatusCodes.Status415UnsupportedMediaType => $"the request body must be JSON (Content-Type: application/json), not '{context.Request.ContentType}'",
+        StatusCodes.Status415UnsupportedMediaType => NotJson(context),
         var status => $"the request was refused ({status} {ReasonPhrases.GetReasonPhrase(status)})",
     };
+
+    private static string NotJson(HttpContext context)
+        => $"the request body must be JSON (Content-Type: application/json), not {(string.IsNullOrEmpty(context.Request.ContentType) ? "without a Content-Type" : $"'{context.Request.ContentType}'")}";
 
     private static int StatusOf(ErrorCode code) => code switch
     {

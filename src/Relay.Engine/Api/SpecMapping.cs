@@ -23,11 +23,20 @@ public static class SpecMapping
     public static IReadOnlyList<RelayError> Validate(DesiredState state)
     {
         var errors = new ErrorCollector();
+        // JSON may say null where a list or an entry belongs; that is a mistake to report, not a crash.
+        if (NullList(state.Networks, "networks", errors) | NullList(state.Services, "services", errors) | NullList(state.Instances, "instances", errors))
+        {
+            return errors.Errors;
+        }
         var networks = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < state.Networks.Count; i++)
         {
             var at = $"networks[{i}]";
             var n = state.Networks[i];
+            if (NullEntry(n, at, errors))
+            {
+                continue;
+            }
             var name = ResourceName.ValidateNetwork(n.Name, at + ".name", errors);
             if (name is not null && !networks.Add(name))
             {
@@ -40,6 +49,10 @@ public static class SpecMapping
         {
             var at = $"services[{i}]";
             var s = state.Services[i];
+            if (NullEntry(s, at, errors))
+            {
+                continue;
+            }
             var network = ResourceName.ValidateNetwork(s.Network ?? DefaultNetwork, at + ".network", errors);
             if (!ServiceName.TryParse(s.Name, out var name, out var why))
             {
@@ -56,6 +69,10 @@ public static class SpecMapping
         {
             var at = $"instances[{i}]";
             var x = state.Instances[i];
+            if (NullEntry(x, at, errors))
+            {
+                continue;
+            }
             var network = ResourceName.ValidateNetwork(x.Network ?? DefaultNetwork, at + ".network", errors);
             var name = ResourceName.ValidateInstance(x.Name, at + ".name", errors);
             if (network is not null && name is not null && !instances.Add((network, name)))
@@ -135,7 +152,11 @@ public static class SpecMapping
         var ports = new List<PortMapping>();
         for (var p = 0; p < (s.Ports?.Count ?? 0); p++)
         {
-            if (PortMapping.TryParse(s.Ports![p], $"{at}.ports[{p}]", errors) is { } mapping)
+            if (s.Ports![p] is null)
+            {
+                errors.Add(ErrorCode.Invalid, $"{at}.ports[{p}]", "a port mapping is required here, not null");
+            }
+            else if (PortMapping.TryParse(s.Ports[p], $"{at}.ports[{p}]", errors) is { } mapping)
             {
                 ports.Add(mapping);
             }
@@ -164,9 +185,42 @@ public static class SpecMapping
         {
             errors.Add(ErrorCode.Invalid, at + ".command", "the command is empty");
         }
+        NullArguments(x.Command, at + ".command", errors);
+        NullArguments(x.Health?.Command, at + ".health.command", errors);
         RestartPolicies.Parse(x.Restart, RestartPolicy.OnFailure, at + ".restart", errors);
         HealthCheck.FromSpec(x.Health, at + ".health", errors);
         return new InstanceOptions { Name = x.Name, Command = x.Command, Restart = x.Restart, Health = x.Health, Standby = x.Standby ?? false };
+    }
+
+    private static bool NullList<T>(IReadOnlyList<T>? list, string field, ErrorCollector errors)
+    {
+        if (list is null)
+        {
+            errors.Add(ErrorCode.Invalid, field, "must be a list (it is null)");
+            return true;
+        }
+        return false;
+    }
+
+    private static bool NullEntry(object? entry, string field, ErrorCollector errors)
+    {
+        if (entry is null)
+        {
+            errors.Add(ErrorCode.Invalid, field, "an entry is required here, not null");
+            return true;
+        }
+        return false;
+    }
+
+    private static void NullArguments(IReadOnlyList<string>? command, string field, ErrorCollector errors)
+    {
+        for (var a = 0; a < (command?.Count ?? 0); a++)
+        {
+            if (command![a] is null)
+            {
+                errors.Add(ErrorCode.Invalid, $"{field}[{a}]", "an argument is required here, not null");
+            }
+        }
     }
 
     private static TimeSpan ParseDuration(string? text, string field, TimeSpan fallback, ErrorCollector errors)

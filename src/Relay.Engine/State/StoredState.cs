@@ -13,7 +13,10 @@ public sealed record StoredService(
     IReadOnlyList<string> Backends,
     bool FlowAddressing);
 
-/// <summary>An instance as the store keeps it, with what identifies its running command.</summary>
+/// <summary>
+/// An instance as the store keeps it, with what identifies its running command. <c>Ended</c>: its
+/// command exited and its restart policy keeps it down (a daemon restart does not start it again).
+/// </summary>
 public sealed record StoredInstance(
     string Name,
     string Service,
@@ -30,7 +33,8 @@ public sealed record StoredInstance(
     long? PidStart,
     DateTimeOffset? DrainUntil,
     int Restarts,
-    string Health);
+    string Health,
+    bool Ended = false);
 
 /// <summary>A flow address as the store keeps it.</summary>
 public sealed record StoredFlow(string Id, string Client, string Service, string Flow4, string Flow6, string Backend);
