@@ -30,6 +30,9 @@ build: deps
 
 test: build
 	dotnet test Relay.slnx -c $(CONFIG) --no-build -nologo $(TEST_FLAGS)
+	@# The benchmark program in its smallest configuration, so that it cannot rot: it must start,
+	@# measure, clean up and write valid JSON (no timing is asserted).
+	$(BENCH) --smoke --json $${TMPDIR:-/tmp}/relay-bench-smoke.json
 
 demo: build
 	$(RELAY) demo

@@ -1,3 +1,5 @@
+using System.Text;
+using System.Globalization;
 using System.Diagnostics;
 using System.Net;
 using Relay.Core.Dataplane;
@@ -104,4 +106,20 @@ internal static class ControlPlane
     private static IPAddress Address4(int i) => IPAddress.Parse($"10.{128 + i / 65536}.{i / 256 % 256}.{i % 256}");
 
     private static IPAddress Address6(int i) => IPAddress.Parse($"fd52:656c:6179:1::{i:x}");
+    /// <summary>This experiment's section of docs/benchmarks.md.</summary>
+    public static void Render(StringBuilder sb, IReadOnlyList<ControlPlaneResult> results, Charts charts)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        sb.AppendLine("## Control plane: install N services, re-point one");
+        sb.AppendLine();
+        sb.AppendLine("Relay: one libnftables context kept open in the orchestrator namespace; a re-point is one transaction plus the stale-flow lookup and delete. Baseline in the same run: the same table and element change through one `nft -f` process each (`ip netns exec NS nft -f FILE`).");
+        sb.AppendLine();
+        sb.AppendLine("| N | Relay install (ms) | Relay re-point p50 (us) | Relay re-point p99 (us) | `nft -f` install (ms) | `nft -f` re-point p50 (us) | speed-up (re-point) |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var c in results)
+        {
+            sb.AppendLine(string.Create(inv, $"| {c.N:N0} | {c.RelayInstallMs:F1} | {c.RelayUpdateP50Us:F0} | {c.RelayUpdateP99Us:F0} | {c.NftProcessInstallMs:F1} | {c.NftProcessUpdateP50Us:F0} | {c.NftProcessUpdateP50Us / c.RelayUpdateP50Us:F0}x |"));
+        }
+        sb.AppendLine();
+    }
 }

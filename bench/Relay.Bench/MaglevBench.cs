@@ -1,3 +1,5 @@
+using System.Text;
+using System.Globalization;
 using System.Diagnostics;
 using Relay.Core.LoadBalancing;
 
@@ -43,5 +45,18 @@ internal static class MaglevBench
             }
         }
         return new MaglevResult(n, m, Math.Round(maxOverMean, 4), Math.Round(moved / (double)flows, 4), Math.Round(buildMs, 3));
+    }
+    /// <summary>This experiment's section of docs/benchmarks.md.</summary>
+    public static void Render(StringBuilder sb, IReadOnlyList<MaglevResult> results, Charts charts)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        sb.AppendLine("## Maglev table (pure computation)");
+        sb.AppendLine();
+        sb.AppendLine("| instances | table size | max load / mean | flows remapped when one instance goes | build (ms) |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|");
+        foreach (var g in results)
+        {
+            sb.AppendLine(string.Create(inv, $"| {g.N} | {g.TableSize} | {g.MaxLoadOverMean:F4} | {g.RemoveOneRemapped:P2} (ideal {1.0 / g.N:P2}) | {g.TableBuildMs:F3} |"));
+        }
     }
 }

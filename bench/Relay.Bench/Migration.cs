@@ -1,3 +1,4 @@
+using System.Text;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Relay.Engine;
@@ -54,5 +55,19 @@ internal static class Migration
         var received = match.Success ? long.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture) : -1;
         return new MigrationBenchResult(migrations, sent, sent - received, Stats.Median(switches), Stats.Percentile(switches, 0.99),
             Stats.Median(repoints), Stats.Percentile(repoints, 0.99), missing);
+    }
+    /// <summary>This experiment's section of docs/benchmarks.md.</summary>
+    public static void Render(StringBuilder sb, MigrationBenchResult results, Charts charts)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        sb.AppendLine("## Migration under `ping -f`");
+        sb.AppendLine();
+        var m = results;
+        sb.AppendLine("A client instance floods the service's virtual IPv4 address with `ping -f` while the service is migrated to a fresh instance (created in standby, then one re-point transaction, then the stale ICMP/UDP conntrack entries deleted). Switch = from the migrate call to the first echo request reaching the new instance, seen by a raw socket there.");
+        sb.AppendLine();
+        sb.AppendLine("| migrations | pings sent | pings lost | switch p50 (us) | switch p99 (us) | re-point p50 (us) | re-point p99 (us) | switches not seen |");
+        sb.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine(string.Create(inv, $"| {m.Migrations} | {m.PingSent:N0} | {m.PingLost} | {m.SwitchP50Us:F0} | {m.SwitchP99Us:F0} | {m.RepointP50Us:F0} | {m.RepointP99Us:F0} | {m.NoSwitchSeen} |"));
+        sb.AppendLine();
     }
 }
