@@ -33,6 +33,9 @@ root.SetAction(parse =>
     int[] sizes = smoke ? [100] : quick ? [1000] : [100, 1000, 10000];
     var controlPlane = sizes.Select(n => ControlPlane.Run(n, smoke ? 10 : quick ? 50 : 200, Progress)).ToArray();
 
+    Progress("relay-bench: data plane");
+    var dataPlane = DataPlane.Run(smoke, quick, Progress);
+
     Progress("relay-bench: migration under ping -f");
     var migration = Migration.Run(smoke ? 3 : quick ? 20 : 100, Progress);
 
@@ -42,7 +45,7 @@ root.SetAction(parse =>
     Progress("relay-bench: maglev");
     var maglev = new[] { 10, 100 }.Select(MaglevBench.Run).ToArray();
 
-    var results = new BenchResults(mode, started, Machine.Describe(), controlPlane, migration, dns, maglev, Math.Round(wall.Elapsed.TotalSeconds, 1));
+    var results = new BenchResults(mode, started, Machine.Describe(), controlPlane, dataPlane, migration, dns, maglev, Math.Round(wall.Elapsed.TotalSeconds, 1));
     var json = parse.GetRequiredValue(jsonOption);
     Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(json))!);
     File.WriteAllText(json, JsonSerializer.Serialize(results, BenchJson.Options) + "\n");
@@ -70,10 +73,15 @@ namespace Relay.Bench
         DateTime StartedUtc,
         MachineInfo Machine,
         IReadOnlyList<ControlPlaneResult> ControlPlane,
+        DataPlaneResult DataPlane,
         MigrationBenchResult Migration,
         DnsBenchResult Dns,
         IReadOnlyList<MaglevResult> Maglev,
-        double DurationSeconds);
+        double DurationSeconds)
+    {
+        /// <summary>Every goal of the issue, met or missed in this run (also the report's first table).</summary>
+        public IReadOnlyList<GoalResult> Goals => Relay.Bench.Goals.Evaluate(this);
+    }
 
     internal static class BenchJson
     {

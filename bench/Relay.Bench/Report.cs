@@ -21,7 +21,9 @@ internal static class Report
         sb.AppendLine();
         sb.AppendLine("Absolute numbers drift on shared machines; compare within one run.");
         sb.AppendLine();
+        Goals.Render(sb, r.Goals);
         ControlPlane.Render(sb, r.ControlPlane, charts);
+        DataPlane.Render(sb, r.DataPlane, charts);
         Migration.Render(sb, r.Migration, charts);
         DnsBench.Render(sb, r.Dns, charts);
         MaglevBench.Render(sb, r.Maglev, charts);
