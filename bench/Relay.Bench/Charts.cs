@@ -37,14 +37,15 @@ internal sealed class Charts(string? directory)
         }
         if (logY)
         {
-            plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(), IntegerTicksOnly = true, LabelFormatter = y => $"{Math.Pow(10, y):G4}" };
+            plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(), IntegerTicksOnly = true, LabelFormatter = y => Math.Pow(10, y) >= 1 ? $"{Math.Pow(10, y):N0}" : $"{Math.Pow(10, y):G3}" };
         }
         plot.Title(title);
         plot.XLabel(xLabel + (logX ? " (log)" : ""));
         plot.YLabel(yLabel + (logY ? " (log)" : ""));
-        plot.ShowLegend(Alignment.UpperLeft);
+        // Outside the data area, on the right: inside, it hid the points of whichever series ran there.
+        plot.ShowLegend(Edge.Right);
         var path = Path.Combine(directory, name + ".svg");
-        plot.SaveSvg(path, 720, 420);
+        plot.SaveSvg(path, 900, 420);
         return $"![{title}](benchmarks/{name}.svg)";
     }
 }

@@ -477,7 +477,7 @@ internal static class ControlPlane
             sb.AppendLine();
             if (c.IptablesLegacyUpdateP50Us is not null && c.IptablesLegacyPerRuleInstallMs is null)
             {
-                sb.AppendLine(string.Create(inv, $"¹ Not timed above N = {LegacyPerRuleMaxN:N0}: every `iptables-legacy -A` reads the whole table and writes it back, so a rule-by-rule install grows with N squared (about 50 s for 10,000 on this machine kind); the rules were loaded by one restore before the re-points were measured."));
+                sb.AppendLine(string.Create(inv, $"¹ Not timed above N = {LegacyPerRuleMaxN:N0}: every `iptables-legacy -A` reads the whole table and writes it back, so a rule-by-rule install grows with N squared and would add about a minute to every run at 10,000; the rules were loaded by one restore before the re-points were measured."));
                 sb.AppendLine();
             }
             sb.AppendLine(string.Create(inv, $"Re-point speed-up vs per-rule iptables (`updateSpeedupVsIptables`): **{c.UpdateSpeedupVsIptables:F1} x**; vs one `nft -f` per change: {c.NftProcessUpdateP50Us / c.RelayUpdateP50Us:F1} x. Relay's re-point p50 splits into {c.RelayUpdateNftP50Us:F0} us for the libnftables transaction and {c.RelayUpdateConntrackP50Us:F0} us for the conntrack cleanup (an index lookup: no flows exist here, so nothing is deleted)."));

@@ -10,12 +10,23 @@ var quickOption = new Option<bool>("--quick") { Description = "A reduced run of 
 var smokeOption = new Option<bool>("--smoke") { Description = "The smallest run, for `make test`: checks the program works, measures nothing meaningful." };
 var jsonOption = new Option<string>("--json") { Description = "Where to write the results.", DefaultValueFactory = _ => "bench/results.json" };
 var reportOption = new Option<string?>("--report") { Description = "Where to write the Markdown report (default docs/benchmarks.md; none in smoke mode)." };
+var renderOption = new Option<string?>("--render") { Description = "Measure nothing: write the report (and its charts) from this results file of an earlier run." };
 var root = new RootCommand("Relay's benchmarks. Each experiment sets up its own namespaces, measures, and cleans up.")
 {
-    quickOption, smokeOption, jsonOption, reportOption,
+    quickOption, smokeOption, jsonOption, reportOption, renderOption,
 };
 root.SetAction(parse =>
 {
+    if (parse.GetValue(renderOption) is { } earlier)
+    {
+        var saved = JsonSerializer.Deserialize<BenchResults>(File.ReadAllText(earlier), BenchJson.Options)
+            ?? throw new InvalidDataException($"{earlier}: no results");
+        var to = parse.GetValue(reportOption) ?? "docs/benchmarks.md";
+        var dir = Path.GetDirectoryName(Path.GetFullPath(to))!;
+        File.WriteAllText(to, Report.Render(saved, Environment.GetCommandLineArgs(), new Charts(Path.Combine(dir, "benchmarks"))));
+        Console.Error.WriteLine($"relay-bench: wrote {to} from {earlier}");
+        return 0;
+    }
     if (Relay.Linux.Interop.Identity.EffectiveUserId() != 0)
     {
         Console.Error.WriteLine("relay-bench: needs root (network namespaces, nftables)");
