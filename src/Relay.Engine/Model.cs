@@ -61,6 +61,15 @@ public sealed record InstanceInfo(string Name, string Service, string Namespace,
 
     /// <summary>True when it takes new flows now (active, and healthy or the service has no healthy instance).</summary>
     public bool InBalancer { get; init; }
+
+    /// <summary>While draining: when its open TCP connections are cut at the latest.</summary>
+    public DateTimeOffset? DrainUntil { get; init; }
+
+    /// <summary>
+    /// While draining: the TCP connections still open on it at the drain's last look at the kernel's
+    /// conntrack table (it looks every 100 ms); null before the first look and when not draining.
+    /// </summary>
+    public int? OpenTcpFlows { get; init; }
 }
 
 /// <summary>What a migration did and how long each step took.</summary>
@@ -83,7 +92,7 @@ public sealed record MigrationResult(string Service, string From, string To, lon
 
 /// <summary>How an instance left.</summary>
 /// <param name="Instance">The instance.</param>
-/// <param name="TcpFlowsAtStart">TCP connections still open when it left the balancer.</param>
+/// <param name="TcpFlowsAtStart">TCP connections open at the drain's first look at the kernel's table, right after it left the balancer (one closed before that look is not counted).</param>
 /// <param name="TcpFlowsCut">TCP connections still open at the deadline, cut.</param>
 /// <param name="Duration">From leaving the balancer to stopped.</param>
 public sealed record DrainResult(string Instance, int TcpFlowsAtStart, int TcpFlowsCut, TimeSpan Duration);

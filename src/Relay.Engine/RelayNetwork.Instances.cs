@@ -252,6 +252,7 @@ public sealed partial class RelayNetwork
                 var open = flows.Where(stale.IsTcpMatch).ToArray();
                 var draining = open.Count(stale.IsDrainingTcp);
                 atStart ??= draining;
+                _drainOpen[record.Name] = draining;
                 if (draining == 0)
                 {
                     break;
@@ -268,6 +269,7 @@ public sealed partial class RelayNetwork
                 await Task.Delay(TimeSpan.FromMilliseconds(100)).ConfigureAwait(false);
             }
             await StopInstanceAsync(record.Name).ConfigureAwait(false);
+            _drainOpen.TryRemove(record.Name, out _);
             var result = new DrainResult(record.Name, atStart ?? 0, cut, Stopwatch.GetElapsedTime(started));
             LogDrained(_log, Name, record.Name, result.TcpFlowsAtStart, cut, result.Duration.TotalMilliseconds);
             return result;

@@ -33,6 +33,10 @@ namespace Relay.Engine;
 public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
 {
     private readonly object _gate = new();
+
+    /// <summary>The record last written (see <see cref="SaveRecord"/>), to skip rewriting an unchanged one.</summary>
+    private NetworkRecord? _savedRecord;
+
     private readonly ILogger _log;
     private readonly NetworkOptions _options;
     private readonly NetnsThread _orchestrator;
@@ -51,6 +55,9 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
     private DnsServer? _dns;
     private readonly Dictionary<ServiceName, ServiceRecord> _services = [];
     private readonly Dictionary<string, InstanceRecord> _instanceRecords = new(StringComparer.Ordinal);
+
+    /// <summary>Open TCP connections of each draining instance at its drain's last look (written by the drain tasks).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> _drainOpen = new(StringComparer.Ordinal);
     private int _nextIndex = 1;
     private bool _disposed;
 
@@ -448,18 +455,27 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             [svc.Vip4, svc.Vip6, .. movedFlows.SelectMany(f => new[] { f.Flow4, f.Flow6 })],
             old.SelectMany(o => new[] { o.Address4, o.Address6 }));
 
-
     private void SaveRecord()
     {
+        var record = new NetworkRecord
+        {
+            Network = Name,
+            OwnerPid = Environment.ProcessId,
+            Orchestrator = OrchestratorNamespace,
+            Instances = _instanceRecords.Values.Select(i => i.Namespace).Order(StringComparer.Ordinal).ToArray(),
+        };
+        // Most changes (a migration, a health change, a flow) leave the set of namespaces as it was:
+        // rewriting the same record would only add a write and a rename (which can start writeback)
+        // before the call returns.
+        if (_savedRecord is { } saved && saved.OwnerPid == record.OwnerPid && saved.Orchestrator == record.Orchestrator
+            && saved.Instances.SequenceEqual(record.Instances, StringComparer.Ordinal))
+        {
+            return;
+        }
         try
         {
-            new NetworkRecord
-            {
-                Network = Name,
-                OwnerPid = Environment.ProcessId,
-                Orchestrator = OrchestratorNamespace,
-                Instances = _instanceRecords.Values.Select(i => i.Namespace).Order(StringComparer.Ordinal).ToArray(),
-            }.Save(_options.RecordDirectory);
+            record.Save(_options.RecordDirectory);
+            _savedRecord = record;
         }
         catch (IOException e)
         {
@@ -638,6 +654,8 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         Restart = r.Restart,
         Restarts = r.Restarts,
         InBalancer = _services.TryGetValue(r.Service, out var svc) && EffectiveBackends(svc).Any(b => b.Name == r.Name),
+        DrainUntil = r.State == InstanceState.Draining ? r.DrainUntil : null,
+        OpenTcpFlows = r.State == InstanceState.Draining && _drainOpen.TryGetValue(r.Name, out var open) ? open : null,
     };
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);

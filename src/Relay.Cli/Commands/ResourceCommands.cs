@@ -185,7 +185,7 @@ internal static class ResourceCommands
                 return 0;
             }
             TableWriter.Write(Console.Out, ["name", "service", "state", "health", "balancer", "ipv4", "ipv6", "pid", "restarts", "command"],
-                list.Select(i => (IReadOnlyList<string>)[i.Name, i.Service, i.State.ToString().ToLowerInvariant(), i.Health, i.InBalancer ? "yes" : "no", i.Address4.ToString(), i.Address6.ToString(),
+                list.Select(i => (IReadOnlyList<string>)[i.Name, i.Service, StateText(i), i.Health, i.InBalancer ? "yes" : "no", i.Address4.ToString(), i.Address6.ToString(),
                     i.Pid?.ToString() ?? "-", i.Restarts.ToString(), i.Command is null ? "-" : string.Join(' ', i.Command)]));
             return 0;
         }));
@@ -287,5 +287,12 @@ internal static class ResourceCommands
         }));
         cmd.Subcommands.Add(repoint);
         return cmd;
+    }
+
+    /// <summary>The state column: a draining instance also says how many TCP connections it still holds.</summary>
+    private static string StateText(InstanceInfo i)
+    {
+        var state = i.State.ToString().ToLowerInvariant();
+        return i.OpenTcpFlows is { } open ? $"{state} ({open} tcp)" : state;
     }
 }

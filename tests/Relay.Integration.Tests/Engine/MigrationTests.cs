@@ -93,6 +93,14 @@ public sealed class MigrationTests
         }
         Assert.False(m.Drained.IsCompleted, "the old instance must wait for its open connection");
         Assert.Equal("ping2", Echo(old, "ping2"));
+        // The drain looks at the kernel's table every 100 ms (on the thread pool, late when the
+        // machine is busy): close only once it has seen the connection, as users watching
+        // `relay instance ls` would.
+        BalancingTests.WaitUntil(() => net.Instances.Single(i => i.Name == "b1").OpenTcpFlows == 1, TimeSpan.FromSeconds(10));
+        var b1Now = net.Instances.Single(i => i.Name == "b1");
+        Assert.Equal(InstanceState.Draining, b1Now.State);
+        Assert.NotNull(b1Now.DrainUntil);
+        Assert.False(m.Drained.IsCompleted);
         old.Shutdown(SocketShutdown.Both);
         old.Close();
         var drained = await m.Drained.WaitAsync(TimeSpan.FromSeconds(10));
