@@ -374,6 +374,15 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
                 });
             }
             _instanceRecords.Clear();
+            Try(() =>
+            {
+                // The network's log directory, if nothing but Relay's logs was in it.
+                var logs = Path.Combine(_options.LogDirectory, Name);
+                if (Directory.Exists(logs) && !Directory.EnumerateFileSystemEntries(logs).Any())
+                {
+                    Directory.Delete(logs);
+                }
+            });
             Try(_dataplane.Dispose);
             Try(_orchestrator.Dispose);
             Try(() => NamespacedProcess.KillNamespace(OrchestratorNamespace));

@@ -107,12 +107,15 @@ internal static class OperationCommands
             "relay migrate hello.demo");
         cmd.SetAction(Run(async (p, c, ct) =>
         {
-            if (p.GetValue(to) is null)
+            var call = c.PostAsync<MigrateResponse>($"v1/networks/{Seg(p.GetValue(network)!)}/services/{Seg(p.GetValue(service)!)}/migrate",
+                new MigrateRequest(p.GetValue(from), p.GetValue(to), p.GetValue(drain)), ct);
+            // Progress only when the answer takes a while (a fresh instance is started and checked
+            // first): a mistake is answered at once and then stands alone on the terminal.
+            if (p.GetValue(to) is null && await Task.WhenAny(call, Task.Delay(TimeSpan.FromMilliseconds(300), ct)).ConfigureAwait(false) != call)
             {
-                await Console.Error.WriteLineAsync($"starting a fresh instance of {p.GetValue(service)} ...").ConfigureAwait(false);
+                await Console.Error.WriteLineAsync($"starting a fresh instance of {p.GetValue(service)} and waiting for it to be ready ...").ConfigureAwait(false);
             }
-            var r = await c.PostAsync<MigrateResponse>($"v1/networks/{Seg(p.GetValue(network)!)}/services/{Seg(p.GetValue(service)!)}/migrate",
-                new MigrateRequest(p.GetValue(from), p.GetValue(to), p.GetValue(drain)), ct).ConfigureAwait(false);
+            var r = await call.ConfigureAwait(false);
             if (p.GetValue(output) == "json")
             {
                 Json(r);

@@ -36,6 +36,8 @@ public sealed class TeardownTests
         Assert.All(namespaces, n => Assert.False(Relay.Linux.Namespaces.Netns.Exists(n)));
         Assert.All(pids, p => Assert.False(Directory.Exists($"/proc/{p}"), $"process {p} survived"));
         Assert.False(File.Exists(NetworkRecord.PathFor(TestNetwork.RecordDirectory, t.Network.Name)));
+        // The instances' commands wrote logs there; the directory goes with them.
+        Assert.False(Directory.Exists(Path.Combine(new NetworkOptions { Name = "x" }.LogDirectory, t.Network.Name)));
     }
 
     [Fact]
