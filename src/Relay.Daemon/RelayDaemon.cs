@@ -51,6 +51,7 @@ public sealed partial class RelayDaemon : IDisposable
     public void Start()
     {
         _store = new RelayStore(Options.DatabasePath);
+        Events.PersistTo(_store, reason => LogEventsNotSaved(_log, reason));
         foreach (var stored in _store.Load())
         {
             try
@@ -181,6 +182,7 @@ public sealed partial class RelayDaemon : IDisposable
             }
             _networks.Clear();
         }
+        Events.Dispose();
         _store?.Dispose();
     }
 
@@ -195,4 +197,7 @@ public sealed partial class RelayDaemon : IDisposable
 
     [LoggerMessage(EventId = 302, Level = LogLevel.Warning, Message = "network {Network}: detaching failed: {Reason}")]
     private static partial void LogDetachFailed(ILogger log, string network, string reason);
+
+    [LoggerMessage(EventId = 303, Level = LogLevel.Warning, Message = "events could not be written to the store (they stay in memory): {Reason}")]
+    private static partial void LogEventsNotSaved(ILogger log, string reason);
 }

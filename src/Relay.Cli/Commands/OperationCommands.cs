@@ -158,7 +158,7 @@ internal static class OperationCommands
     {
         var follow = new Option<bool>("--follow", "-f") { Description = "Keep printing new events." };
         var output = CliContext.Output();
-        var cmd = new Command("events", "Show what happened: services and instances added, health changes, migrations with their timings.") { follow, output };
+        var cmd = new Command("events", "Show what happened (the last 1,000 events, kept across daemon restarts): services and instances added, health changes, migrations with their timings.") { follow, output };
         cmd.SetAction(Run(async (p, c, ct) =>
         {
             await foreach (var line in c.LinesAsync($"v1/events?follow={p.GetValue(follow).ToString().ToLowerInvariant()}", ct).ConfigureAwait(false))

@@ -29,6 +29,7 @@ public sealed class RelayStore : INetworkStore, IDisposable
             CREATE TABLE IF NOT EXISTS services (network TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (network, name));
             CREATE TABLE IF NOT EXISTS instances (network TEXT NOT NULL, name TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (network, name));
             CREATE TABLE IF NOT EXISTS flows (network TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (network, id));
+            CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, data TEXT NOT NULL);
             """);
     }
 
@@ -102,6 +103,32 @@ public sealed class RelayStore : INetworkStore, IDisposable
                 Execute("DELETE FROM flows WHERE network = $n AND id = $k", tx, ("$n", change.Network), ("$k", id));
             }
             tx.Commit();
+        }
+    }
+
+    /// <summary>Appends <paramref name="events"/> in one transaction and keeps only the newest <paramref name="keep"/>.</summary>
+    public void AppendEvents(IReadOnlyList<RelayEvent> events, int keep)
+    {
+        lock (_gate)
+        {
+            using var tx = _db.BeginTransaction();
+            foreach (var e in events)
+            {
+                Execute("INSERT INTO events (data) VALUES ($d)", tx, ("$d", JsonSerializer.Serialize(e, Json)));
+            }
+            Execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - $k", tx, ("$k", keep));
+            tx.Commit();
+        }
+    }
+
+    /// <summary>The newest <paramref name="max"/> events, oldest first.</summary>
+    public IReadOnlyList<RelayEvent> LoadEvents(int max)
+    {
+        lock (_gate)
+        {
+            var newest = Query("SELECT data FROM events ORDER BY id DESC LIMIT $k", r => JsonSerializer.Deserialize<RelayEvent>(r.GetString(0), Json)!, ("$k", max));
+            newest.Reverse();
+            return newest;
         }
     }
 
