@@ -4,8 +4,9 @@ SHELL := /bin/bash
 CONFIG ?= Release
 # Runtime peers and tools: the data plane (nftables, conntrack, iproute2) and the real programs
 # tests and the demo drive (ping, socat, dig, ss). dnsmasq-base, not dnsmasq: the binary for the
-# DNS baseline without a system service starting on port 53.
-DEBS := nftables libnftables1 conntrack libnetfilter-conntrack3 iproute2 iputils-ping socat bind9-dnsutils iperf3 dnsmasq-base dnsperf procps curl util-linux strace
+# DNS baseline without a system service starting on port 53. iptables: the benchmark's baselines
+# only (its smoke run is part of `make test`); Relay itself never uses it.
+DEBS := nftables libnftables1 conntrack libnetfilter-conntrack3 iproute2 iputils-ping socat bind9-dnsutils iperf3 dnsmasq-base dnsperf procps curl util-linux strace iptables
 RELAY := src/Relay.Cli/bin/$(CONFIG)/net10.0/relay
 BENCH := bench/Relay.Bench/bin/$(CONFIG)/net10.0/relay-bench
 TEST_FLAGS ?=
