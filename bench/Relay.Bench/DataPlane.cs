@@ -10,6 +10,7 @@ using Relay.Core.Dataplane;
 using Relay.Core.LoadBalancing;
 using Relay.Engine;
 using Relay.Engine.Probes;
+using Relay.Linux.Interop;
 using Relay.Linux.Namespaces;
 using Relay.Linux.Nftables;
 using Relay.Linux.Processes;
@@ -80,7 +81,7 @@ internal sealed record DataPlaneResult(
 /// transaction: the table then holds what N services with one instance each would put there.
 /// </para>
 /// </summary>
-internal static partial class DataPlane
+internal static class DataPlane
 {
     /// <summary>The iptables baseline's chain (as in the control-plane experiment: kube-proxy's KUBE-SERVICES).</summary>
     private const string Chain = "RELAY-BENCH";
@@ -544,7 +545,6 @@ internal static partial class DataPlane
     {
         private const int SolSocket = 1;
         private const int SoTimestampNs = 35;
-        private const int MsgDontWait = 0x40;
         private const int ControlBytes = 128;
 
         private readonly Socket _socket;
@@ -616,13 +616,13 @@ internal static partial class DataPlane
             var fd = (int)_socket.Handle;
             var deadline = Stopwatch.GetTimestamp() + Stopwatch.Frequency;
             var t0 = Stopwatch.GetTimestamp();
-            var sent = RealtimeNs();
+            var sent = Native.RealtimeNs();
             _socket.Send(packet);
             while (true)
             {
                 var iov = new IoVec { Base = _buffer, Length = 2048 };
                 var msg = new MsgHdr { Iov = &iov, IovLength = 1, Control = _control, ControlLength = ControlBytes };
-                var n = RecvMsg(fd, &msg, MsgDontWait);
+                var n = Native.RecvMsg(fd, &msg, Native.MSG_DONTWAIT);
                 if (n < 0)
                 {
                     var left = deadline - Stopwatch.GetTimestamp();
@@ -665,13 +665,6 @@ internal static partial class DataPlane
             return null;
         }
 
-        private static long RealtimeNs()
-        {
-            TimeSpec ts;
-            ClockGetTime(0, &ts);
-            return ts.Seconds * 1_000_000_000 + ts.Nanoseconds;
-        }
-
         private static byte[] EchoRequest(ushort id, ushort sequence)
         {
             var packet = new byte[8 + PayloadBytes];
@@ -710,38 +703,6 @@ internal static partial class DataPlane
             NativeMemory.Free(_control);
         }
     }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private unsafe struct IoVec
-    {
-        public byte* Base;
-        public nuint Length;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private unsafe struct MsgHdr
-    {
-        public void* Name;
-        public uint NameLength;
-        public IoVec* Iov;
-        public nuint IovLength;
-        public void* Control;
-        public nuint ControlLength;
-        public int Flags;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct TimeSpec
-    {
-        public long Seconds;
-        public long Nanoseconds;
-    }
-
-    [LibraryImport("libc", EntryPoint = "recvmsg", SetLastError = true)]
-    private static unsafe partial nint RecvMsg(int fd, MsgHdr* msg, int flags);
-
-    [LibraryImport("libc", EntryPoint = "clock_gettime")]
-    private static unsafe partial int ClockGetTime(int clock, TimeSpec* ts);
 
     /// <summary>One iperf3 TCP test from <paramref name="netns"/>; the receiver's rate in Gbit/s. Retries while the server starts.</summary>
     private static double Iperf(string netns, IPAddress to, int seconds, int streams)

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Relay.Engine.Probes;
+using Relay.Linux.Interop;
 
 namespace Relay.Bench;
 
@@ -401,33 +402,6 @@ internal sealed class ChunkedLog
     }
 }
 
-[StructLayout(LayoutKind.Sequential)]
-internal unsafe struct IoVec
-{
-    public byte* Base;
-    public nuint Length;
-}
-
-// struct msghdr and struct mmsghdr as in <sys/socket.h> (LP64).
-[StructLayout(LayoutKind.Sequential)]
-internal unsafe struct MsgHdr
-{
-    public void* Name;
-    public uint NameLength;
-    public IoVec* Iov;
-    public nuint IovLength;
-    public void* Control;
-    public nuint ControlLength;
-    public int Flags;
-}
-
-[StructLayout(LayoutKind.Sequential)]
-internal struct MMsgHdr
-{
-    public MsgHdr Header;
-    public uint Length;
-}
-
 internal static unsafe partial class Native
 {
     public const int SCHED_FIFO = 1;
@@ -440,6 +414,9 @@ internal static unsafe partial class Native
 
     [LibraryImport("libc", EntryPoint = "recvmmsg", SetLastError = true)]
     public static partial int RecvMMsg(int fd, MMsgHdr* msgvec, uint vlen, int flags, void* timeout);
+
+    [LibraryImport("libc", EntryPoint = "recvmsg", SetLastError = true)]
+    public static partial nint RecvMsg(int fd, MsgHdr* msg, int flags);
 
     [LibraryImport("libc", EntryPoint = "sched_setscheduler", SetLastError = true)]
     public static partial int SchedSetScheduler(int pid, int policy, int* param);

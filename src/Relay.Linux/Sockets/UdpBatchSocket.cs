@@ -276,33 +276,6 @@ public sealed unsafe partial class UdpBatchSocket : IDisposable
         public SockFilter* Filter;
     }
 
-    [StructLayout(LayoutKind.Sequential)]
-    private struct IoVec
-    {
-        public byte* Base;
-        public nuint Length;
-    }
-
-    // struct msghdr and struct mmsghdr as in <sys/socket.h> (LP64).
-    [StructLayout(LayoutKind.Sequential)]
-    private struct MsgHdr
-    {
-        public void* Name;
-        public uint NameLength;
-        public IoVec* Iov;
-        public nuint IovLength;
-        public void* Control;
-        public nuint ControlLength;
-        public int Flags;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct MMsgHdr
-    {
-        public MsgHdr Header;
-        public uint Length;
-    }
-
     [LibraryImport("libc", EntryPoint = "recvmmsg", SetLastError = true)]
     private static partial int RecvMMsg(int fd, MMsgHdr* msgvec, uint vlen, int flags, void* timeout);
 
