@@ -26,7 +26,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void List_UdpOverLoopback_ReportsAddressesAndPortsForBothFamilies()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdp(Lo4, 41001, Lo4, 5001);
         ns.SendUdp(Lo6, 41002, Lo6, 5002);
         var client = ns.OpenClient();
@@ -41,14 +41,14 @@ public sealed class ConntrackClientTests
         var v6 = Assert.Single(entries, e => e.Original.DestinationPort == 5002);
         Assert.Equal(new ConntrackTuple(Lo6, Lo6, IpProtocols.Udp, 41002, 5002), v6.Original);
         Assert.Equal(new ConntrackTuple(Lo6, Lo6, IpProtocols.Udp, 5002, 41002), v6.Reply);
-        Assert.Equal(ns.ConntrackCliKeys(), entries.Select(Key).ToHashSet());
+        Assert.Equal(ConntrackCliKeys(ns), entries.Select(Key).ToHashSet());
     }
 
     [Fact]
     public void List_UdpAcrossVethPair_ReportsBothEndsAddresses()
     {
-        using var a = TestNamespace.Create();
-        using var b = TestNamespace.Create(conntrackRules: false);
+        using var a = ConntrackTestNamespace.Create("ct");
+        using var b = ConntrackTestNamespace.Create("ct", conntrackRules: false);
         IpCommand.Run(["-n", a.Name, "link", "add", "ct0", "type", "veth", "peer", "name", "ct1", "netns", b.Name]);
         IpCommand.Batch(a.Name, ["addr add 10.77.0.1/24 dev ct0", "addr add fd00:77::1/64 dev ct0 nodad", "link set ct0 up"]);
         IpCommand.Batch(b.Name, ["addr add 10.77.0.2/24 dev ct1", "addr add fd00:77::2/64 dev ct1 nodad", "link set ct1 up"]);
@@ -73,7 +73,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void List_Ping_ReportsIcmpEntriesWithIdTypeAndCode()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.Exec("ping", "-c1", "-W2", "127.0.0.1");
         ns.Exec("ping", "-6", "-c1", "-W2", "::1");
         var client = ns.OpenClient();
@@ -92,13 +92,13 @@ public sealed class ConntrackClientTests
         Assert.Equal(128, icmp6.Original.IcmpType); // echo request
         Assert.Equal(129, icmp6.Reply.IcmpType); // echo reply
         // The ids are ping's own; conntrack(8) reads the same table and must agree.
-        Assert.Equal(ns.ConntrackCliKeys(), entries.Select(Key).ToHashSet());
+        Assert.Equal(ConntrackCliKeys(ns), entries.Select(Key).ToHashSet());
     }
 
     [Fact]
     public void List_EstablishedTcpConnection_ReportsEstablishedState()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.OpenTcpConnection(Lo4, 43001, 8080);
         ns.OpenTcpConnection(Lo6, 43002, 8081);
         var client = ns.OpenClient();
@@ -116,7 +116,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void List_FamilyGiven_ReturnsOnlyThatFamily()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdp(Lo4, 41001, Lo4, 5001);
         ns.SendUdp(Lo6, 41002, Lo6, 5002);
         var client = ns.OpenClient();
@@ -132,7 +132,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void List_ZoneAndMarkSet_ReportsThem()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdp(Lo4, 41003, Lo4, 5556);
         var client = ns.OpenClient();
 
@@ -145,8 +145,8 @@ public sealed class ConntrackClientTests
     [Fact]
     public void List_ClientOpenedInOneNamespace_SeesOnlyThatNamespace()
     {
-        using var a = TestNamespace.Create();
-        using var b = TestNamespace.Create();
+        using var a = ConntrackTestNamespace.Create("ct");
+        using var b = ConntrackTestNamespace.Create("ct");
         a.SendUdp(Lo4, 41001, Lo4, 5001);
         b.SendUdp(Lo4, 41001, Lo4, 5002);
 
@@ -160,7 +160,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void List_ConcurrentCallersOnOneClient_AllSeeTheWholeTable()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdpToPorts(Lo4, 41000, Lo4, 20000, 300);
         var client = ns.OpenClient();
 
@@ -173,7 +173,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void List_EmptyTable_ReturnsEmpty()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         var client = ns.OpenClient();
 
         Assert.Empty(client.List());
@@ -182,7 +182,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void List_AfterDispose_ThrowsObjectDisposed()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         var client = ns.OpenClient();
         client.Dispose();
 
@@ -194,7 +194,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void Delete_SomeOfSeveralEntries_RemovesExactlyThoseAndLeavesOthers()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         for (var i = 1; i <= 5; i++)
         {
             ns.SendUdp(Lo4, 41000 + i, Lo4, 6000 + i);
@@ -215,13 +215,13 @@ public sealed class ConntrackClientTests
         Assert.Equal(6, deleted);
         var after = client.List();
         Assert.Equal(before.Except(doomed).Select(Key).ToHashSet(), after.Select(Key).ToHashSet());
-        Assert.Equal(after.Select(Key).ToHashSet(), ns.ConntrackCliKeys());
+        Assert.Equal(after.Select(Key).ToHashSet(), ConntrackCliKeys(ns));
     }
 
     [Fact]
     public void Delete_AlreadyDeletedEntry_ReturnsZeroAndDoesNotThrow()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdp(Lo4, 41001, Lo4, 5001);
         var client = ns.OpenClient();
         var entry = Assert.Single(client.List());
@@ -236,7 +236,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void Delete_SameEntryTwiceInOneCall_CountsItOnce()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdp(Lo4, 41001, Lo4, 5001);
         var client = ns.OpenClient();
         var entry = Assert.Single(client.List());
@@ -247,7 +247,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void Delete_TwoThousandEntries_DeletesAllInOneCall()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdpToPorts(Lo4, 41000, Lo4, 20000, 2000);
         ns.SendUdp(Lo4, 41999, Lo4, 5001);
         var client = ns.OpenClient();
@@ -266,7 +266,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void Delete_EntryInNonZeroZone_MatchesOnlyWithItsZone()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdp(Lo4, 41003, Lo4, 5556);
         var client = ns.OpenClient();
         var entry = Assert.Single(client.List());
@@ -285,7 +285,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void Delete_EntryWithoutTuple_ThrowsBeforeSendingAnything()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdp(Lo4, 41001, Lo4, 5001);
         ns.SendUdp(Lo4, 41002, Lo4, 5002);
         var client = ns.OpenClient();
@@ -303,7 +303,7 @@ public sealed class ConntrackClientTests
     [Fact]
     public void Delete_EmptyCollection_ReturnsZero()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ct");
         ns.SendUdp(Lo4, 41001, Lo4, 5001);
         var client = ns.OpenClient();
 
@@ -495,6 +495,20 @@ public sealed class ConntrackClientTests
     // ---- helpers ----
 
     /// <summary>A comparable identity for an entry: protocol, original addresses and ports (or ICMP id).</summary>
+    /// <summary>What conntrack(8) lists in this namespace, as <see cref="Key(ConntrackEntry)"/> strings.</summary>
+    private static HashSet<string> ConntrackCliKeys(ConntrackTestNamespace ns)
+    {
+        var keys = new HashSet<string>();
+        foreach (var line in ns.Exec("conntrack", "-L").Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var m = Regex.Match(line, @"^(\S+)\s+\d+\s+.*?src=(\S+) dst=(\S+) (?:sport=(\d+) dport=(\d+)|type=\d+ code=\d+ id=(\d+))");
+            Assert.True(m.Success, $"unparsed conntrack line: {line}");
+            var rest = m.Groups[6].Success ? $"id={m.Groups[6].Value}" : $"{m.Groups[4].Value}>{m.Groups[5].Value}";
+            keys.Add(Key(m.Groups[1].Value, m.Groups[2].Value, m.Groups[3].Value, rest));
+        }
+        return keys;
+    }
+
     private static string Key(ConntrackEntry e) => Key(IpProtocols.Name(e.Original.Protocol), e.Original.Source.ToString(), e.Original.Destination.ToString(),
         e.Original.Protocol is IpProtocols.Icmp or IpProtocols.Icmpv6 ? $"id={e.Original.IcmpId}" : $"{e.Original.SourcePort}>{e.Original.DestinationPort}");
 
@@ -611,121 +625,4 @@ public sealed class ConntrackClientTests
     /// A network namespace named relaytest-ct-XXXXXXXX with loopback up (and, by default, rules that
     /// switch conntrack on), a thread inside it, and whatever the test opened there; all removed on Dispose.
     /// </summary>
-    private sealed class TestNamespace : IDisposable
-    {
-        private readonly List<IDisposable> _owned = [];
-
-        private TestNamespace(string name, NetnsThread thread)
-        {
-            Name = name;
-            Thread = thread;
-        }
-
-        public string Name { get; }
-
-        public NetnsThread Thread { get; }
-
-        public static TestNamespace Create(bool conntrackRules = true)
-        {
-            var name = "relaytest-ct-" + RandomNumberGenerator.GetHexString(8, lowercase: true);
-            IpCommand.Run(["netns", "add", name]);
-            try
-            {
-                IpCommand.Run(["-n", name, "link", "set", "lo", "up"]);
-                if (conntrackRules)
-                {
-                    IpCommand.Run(["netns", "exec", name, "nft", "-f", "-"], ConntrackFixtures.ConntrackRules);
-                }
-                return new TestNamespace(name, NetnsThread.Enter(name));
-            }
-            catch
-            {
-                IpCommand.Run(["netns", "del", name]);
-                throw;
-            }
-        }
-
-        public ConntrackClient OpenClient() => Own(Thread.Invoke(ConntrackClient.Open));
-
-        public string Exec(params string[] args) => IpCommand.Run(["netns", "exec", Name, .. args]);
-
-        /// <summary>One datagram from <paramref name="source"/>:<paramref name="sourcePort"/>: one UNREPLIED conntrack entry.</summary>
-        public void SendUdp(IPAddress source, int sourcePort, IPAddress destination, int destinationPort)
-            => SendUdpToPorts(source, sourcePort, destination, destinationPort, 1);
-
-        /// <summary>One datagram to each of <paramref name="count"/> consecutive ports: that many entries.</summary>
-        public void SendUdpToPorts(IPAddress source, int sourcePort, IPAddress destination, int firstPort, int count) => Thread.Invoke(() =>
-        {
-            using var socket = new Socket(source.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
-            socket.Bind(new IPEndPoint(source, sourcePort));
-            for (var port = firstPort; port < firstPort + count; port++)
-            {
-                socket.SendTo([1], new IPEndPoint(destination, port));
-            }
-        });
-
-        /// <summary>A TCP connection over loopback kept open until Dispose; accepted, so its handshake is complete.</summary>
-        public void OpenTcpConnection(IPAddress loopback, int clientPort, int serverPort)
-        {
-            var sockets = Thread.Invoke(() =>
-            {
-                var listener = new Socket(loopback.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-                listener.Bind(new IPEndPoint(loopback, serverPort));
-                listener.Listen();
-                var client = new Socket(loopback.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-                client.Bind(new IPEndPoint(loopback, clientPort));
-                client.Connect(new IPEndPoint(loopback, serverPort));
-                var server = listener.Accept();
-                return new[] { listener, client, server };
-            });
-            foreach (var s in sockets)
-            {
-                Own(s);
-            }
-        }
-
-        /// <summary>What conntrack(8) lists in this namespace, as <see cref="Key(ConntrackEntry)"/> strings.</summary>
-        public HashSet<string> ConntrackCliKeys()
-        {
-            var keys = new HashSet<string>();
-            foreach (var line in Exec("conntrack", "-L").Split('\n', StringSplitOptions.RemoveEmptyEntries))
-            {
-                var m = Regex.Match(line, @"^(\S+)\s+\d+\s+.*?src=(\S+) dst=(\S+) (?:sport=(\d+) dport=(\d+)|type=\d+ code=\d+ id=(\d+))");
-                Assert.True(m.Success, $"unparsed conntrack line: {line}");
-                var rest = m.Groups[6].Success ? $"id={m.Groups[6].Value}" : $"{m.Groups[4].Value}>{m.Groups[5].Value}";
-                keys.Add(Key(m.Groups[1].Value, m.Groups[2].Value, m.Groups[3].Value, rest));
-            }
-            return keys;
-        }
-
-        public void Dispose()
-        {
-            try
-            {
-                for (var i = _owned.Count - 1; i >= 0; i--)
-                {
-                    try
-                    {
-                        _owned[i].Dispose();
-                    }
-                    catch (ObjectDisposedException)
-                    {
-                    }
-                }
-                Thread.Dispose();
-            }
-            finally
-            {
-                // Whatever failed above, the namespace must not outlive the test.
-                IpCommand.Run(["netns", "del", Name]);
-            }
-        }
-
-        private T Own<T>(T disposable)
-            where T : IDisposable
-        {
-            _owned.Add(disposable);
-            return disposable;
-        }
-    }
 }

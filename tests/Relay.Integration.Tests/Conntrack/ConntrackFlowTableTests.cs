@@ -28,7 +28,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Open_FlowsCreatedBefore_AreIndexed()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         ns.SendUdpToPorts(Lo4, 41000, Lo4, 5000, 5);
         ns.SendUdp(Lo6, 41001, Lo6, 5100);
         ns.SendUdp(Lo4, 41002, Other4, 5200);
@@ -49,7 +49,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Open_EmptyTable_IndexesNothing()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var table = ns.OpenTable(ns.OpenClient());
 
         Assert.Equal(0, table.Count);
@@ -62,7 +62,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Find_FlowCreatedJustBeforeCall_IsAlwaysReturned()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var table = ns.OpenTable(ns.OpenClient());
         var destinations = Set(Lo4, Lo6);
 
@@ -88,7 +88,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Find_SeveralDestinations_ReturnsOnlyThoseMatchingPredicate()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var table = ns.OpenTable(ns.OpenClient());
         ns.SendUdpToPorts(Lo4, 41000, Lo4, 5000, 10);
         ns.SendUdpToPorts(Lo4, 41001, Other4, 5000, 10);
@@ -109,7 +109,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Find_FlowDeletedThroughClient_IsGoneAtOnceWithoutForget()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var client = ns.OpenClient();
         var table = ns.OpenTable(client);
         ns.SendUdpToPorts(Lo4, 41000, Lo4, 5000, 4);
@@ -128,7 +128,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Forget_DeletedSeededFlows_RemovesThemAndIsIdempotent()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         ns.SendUdpToPorts(Lo4, 41000, Lo4, 5000, 3);
         var client = ns.OpenClient();
         var table = ns.OpenTable(client);
@@ -150,7 +150,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Forget_EntryWithSameTupleButOtherReply_KeepsIndexedEntry()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var table = ns.OpenTable(ns.OpenClient());
         ns.SendUdp(Lo4, 41000, Lo4, 5000);
         var indexed = Assert.Single(table.Find(Set(Lo4), _ => true));
@@ -168,7 +168,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Find_FlowInNonZeroZone_IsIndexedAndRemovedWithItsZone()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var client = ns.OpenClient();
         var table = ns.OpenTable(client);
         ns.SendUdp(Lo4, 41000, Lo4, 5556);
@@ -183,8 +183,8 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Find_TableInOneNamespace_SeesOnlyThatNamespacesFlows()
     {
-        using var a = TestNamespace.Create();
-        using var b = TestNamespace.Create();
+        using var a = ConntrackTestNamespace.Create("ft");
+        using var b = ConntrackTestNamespace.Create("ft");
         var inA = a.OpenTable(a.OpenClient());
         var inB = b.OpenTable(b.OpenClient());
 
@@ -200,7 +200,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Find_EventsDroppedWhileReaderPaused_ResyncsAndReturnsCompleteSet()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var client = ns.OpenClient();
         // The kernel's minimum receive buffer: a handful of events fit.
         var table = ns.OpenTable(client, receiveBufferBytes: 4096);
@@ -235,7 +235,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Find_TinyBufferUnderLoad_StillReturnsCompleteSet()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var client = ns.OpenClient();
         var table = ns.OpenTable(client, receiveBufferBytes: 4096);
 
@@ -253,7 +253,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void ApplyDatagram_SeveralEventsBatched_AppliesEveryOne()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var table = ns.OpenTable(ns.OpenClient());
         var news = Convert.FromHexString(ConntrackFixtures.CapturedDumpHex);
 
@@ -276,7 +276,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void ApplyDatagram_MalformedEvents_CountsThemAndKeepsIndexCorrect()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         ns.SendUdp(Lo4, 41000, Lo4, 5000);
         var table = ns.OpenTable(ns.OpenClient());
         // A delete request has no reply tuple: as an event it cannot be parsed.
@@ -304,7 +304,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public async Task Dispose_WhileEventsFlow_ReturnsPromptlyAndStopsReader()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var table = ns.OpenTable(ns.OpenClient());
         Assert.True(table.IsReaderRunning);
         using var stop = new CancellationTokenSource();
@@ -339,7 +339,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public async Task Dispose_IdleTable_ReturnsPromptly()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var table = ns.OpenTable(ns.OpenClient());
 
         await Task.Run(table.Dispose).WaitAsync(TimeSpan.FromSeconds(10));
@@ -352,7 +352,7 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     [Fact]
     public void Find_TenThousandFlowsIndexed_ReportsLatency()
     {
-        using var ns = TestNamespace.Create();
+        using var ns = ConntrackTestNamespace.Create("ft");
         var client = ns.OpenClient();
         var table = ns.OpenTable(client);
         ns.SendUdpToPorts(Lo4, 41000, Lo4, 5000, 10);
@@ -423,88 +423,4 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
     /// A network namespace named relaytest-ft-XXXXXXXX with loopback up and conntrack switched on, a
     /// thread inside it, and whatever the test opened there; all removed on Dispose, failure or not.
     /// </summary>
-    private sealed class TestNamespace : IDisposable
-    {
-        private readonly List<IDisposable> _owned = [];
-
-        private TestNamespace(string name, NetnsThread thread)
-        {
-            Name = name;
-            Thread = thread;
-        }
-
-        public string Name { get; }
-
-        public NetnsThread Thread { get; }
-
-        public static TestNamespace Create()
-        {
-            var name = "relaytest-ft-" + RandomNumberGenerator.GetHexString(8, lowercase: true);
-            IpCommand.Run(["netns", "add", name]);
-            try
-            {
-                IpCommand.Run(["-n", name, "link", "set", "lo", "up"]);
-                IpCommand.Run(["netns", "exec", name, "nft", "-f", "-"], ConntrackFixtures.ConntrackRules);
-                return new TestNamespace(name, NetnsThread.Enter(name));
-            }
-            catch
-            {
-                IpCommand.Run(["netns", "del", name]);
-                throw;
-            }
-        }
-
-        public string Exec(params string[] args) => IpCommand.Run(["netns", "exec", Name, .. args]);
-
-        public ConntrackClient OpenClient() => Own(Thread.Invoke(ConntrackClient.Open));
-
-        /// <summary>Opens the table on the namespace's thread; owned, so disposed before the client.</summary>
-        public ConntrackFlowTable OpenTable(IConntrack client, int? receiveBufferBytes = null)
-            => Own(Thread.Invoke(() => receiveBufferBytes is { } bytes ? ConntrackFlowTable.Open(client, bytes) : ConntrackFlowTable.Open(client)));
-
-        /// <summary>One datagram: one UNREPLIED conntrack entry, confirmed (and its NEW event queued) when this returns.</summary>
-        public void SendUdp(IPAddress source, int sourcePort, IPAddress destination, int destinationPort)
-            => SendUdpToPorts(source, sourcePort, destination, destinationPort, 1);
-
-        /// <summary>One datagram to each of <paramref name="count"/> consecutive ports: that many entries.</summary>
-        public void SendUdpToPorts(IPAddress source, int sourcePort, IPAddress destination, int firstPort, int count) => Thread.Invoke(() =>
-        {
-            using var socket = new Socket(source.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
-            socket.Bind(new IPEndPoint(source, sourcePort));
-            for (var port = firstPort; port < firstPort + count; port++)
-            {
-                socket.SendTo([1], new IPEndPoint(destination, port));
-            }
-        });
-
-        public void Dispose()
-        {
-            try
-            {
-                for (var i = _owned.Count - 1; i >= 0; i--)
-                {
-                    try
-                    {
-                        _owned[i].Dispose();
-                    }
-                    catch (ObjectDisposedException)
-                    {
-                    }
-                }
-                Thread.Dispose();
-            }
-            finally
-            {
-                // Whatever failed above, the namespace must not outlive the test.
-                IpCommand.Run(["netns", "del", Name]);
-            }
-        }
-
-        private T Own<T>(T disposable)
-            where T : IDisposable
-        {
-            _owned.Add(disposable);
-            return disposable;
-        }
-    }
 }
