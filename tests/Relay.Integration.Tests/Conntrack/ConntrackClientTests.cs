@@ -620,9 +620,4 @@ public sealed class ConntrackClientTests
         Assert.NotNull(destination);
         return new ConntrackTuple(source, destination, protocol, sourcePort, destinationPort, icmpId, icmpType, icmpCode);
     }
-
-    /// <summary>
-    /// A network namespace named relaytest-ct-XXXXXXXX with loopback up (and, by default, rules that
-    /// switch conntrack on), a thread inside it, and whatever the test opened there; all removed on Dispose.
-    /// </summary>
 }

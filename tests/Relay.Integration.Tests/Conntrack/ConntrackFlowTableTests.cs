@@ -418,9 +418,4 @@ public sealed class ConntrackFlowTableTests(ITestOutputHelper output)
         }
         return copy;
     }
-
-    /// <summary>
-    /// A network namespace named relaytest-ft-XXXXXXXX with loopback up and conntrack switched on, a
-    /// thread inside it, and whatever the test opened there; all removed on Dispose, failure or not.
-    /// </summary>
 }
