@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.Diagnostics;
 using System.Text;
+using Relay.Linux.Processes;
 
 namespace Relay.Engine.Health;
 
@@ -27,22 +28,8 @@ internal sealed class ExecProbe(string netns, IReadOnlyList<string> command) : B
     /// <inheritdoc />
     protected override string? Run(Deadline deadline, CancellationToken ct)
     {
-        var psi = new ProcessStartInfo("ip")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            // A check must not read Relay's own stdin; it gets an empty one.
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        psi.ArgumentList.Add("netns");
-        psi.ArgumentList.Add("exec");
-        psi.ArgumentList.Add(netns);
-        foreach (var a in command)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        using var process = new Process { StartInfo = psi };
+        // A check must not read Relay's own stdin: it gets an empty one (closed below).
+        using var process = new Process { StartInfo = NamespacedProcess.StartInfo(netns, command) };
         try
         {
             process.Start();

@@ -51,13 +51,13 @@ public sealed class NamespacedProcess : IDisposable
         }
     }
 
-    /// <summary>Starts <paramref name="command"/> in <paramref name="netns"/>.</summary>
-    public static NamespacedProcess Start(string netns, IReadOnlyList<string> command, Action<string>? onOutput = null)
+    /// <summary>
+    /// How a command runs in <paramref name="netns"/>: <c>ip netns exec NETNS COMMAND...</c> (which also
+    /// bind-mounts /etc/netns/NETNS files such as its resolv.conf), with stdin, stdout and stderr
+    /// redirected: the command never reads or writes Relay's own.
+    /// </summary>
+    public static ProcessStartInfo StartInfo(string netns, IReadOnlyList<string> command)
     {
-        if (command.Count == 0)
-        {
-            throw new ArgumentException("a command is required", nameof(command));
-        }
         var psi = new ProcessStartInfo("ip")
         {
             RedirectStandardOutput = true,
@@ -72,7 +72,17 @@ public sealed class NamespacedProcess : IDisposable
         {
             psi.ArgumentList.Add(a);
         }
-        var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
+        return psi;
+    }
+
+    /// <summary>Starts <paramref name="command"/> in <paramref name="netns"/>.</summary>
+    public static NamespacedProcess Start(string netns, IReadOnlyList<string> command, Action<string>? onOutput = null)
+    {
+        if (command.Count == 0)
+        {
+            throw new ArgumentException("a command is required", nameof(command));
+        }
+        var process = new Process { StartInfo = StartInfo(netns, command), EnableRaisingEvents = true };
         var result = new NamespacedProcess(netns, command, process);
         if (onOutput is not null)
         {
