@@ -5,8 +5,9 @@ CONFIG ?= Release
 # Runtime peers and tools: the data plane (nftables, conntrack, iproute2) and the real programs
 # tests and the demo drive (ping, socat, dig, ss). dnsmasq-base, not dnsmasq: the binary for the
 # DNS baseline without a system service starting on port 53. iptables: the benchmark's baselines
-# only (its smoke run is part of `make test`); Relay itself never uses it.
-DEBS := nftables libnftables1 conntrack libnetfilter-conntrack3 iproute2 iputils-ping socat bind9-dnsutils iperf3 dnsmasq-base dnsperf procps curl util-linux strace iptables
+# only (its smoke run is part of `make test`); Relay itself never uses it. etcd-server and
+# etcd-client: the cluster store for the cluster tests and `relay lab` (members Relay starts itself).
+DEBS := nftables libnftables1 conntrack libnetfilter-conntrack3 iproute2 iputils-ping socat bind9-dnsutils iperf3 dnsmasq-base dnsperf procps curl util-linux strace iptables etcd-server etcd-client
 RELAY := src/Relay.Cli/bin/$(CONFIG)/net10.0/relay
 BENCH := bench/Relay.Bench/bin/$(CONFIG)/net10.0/relay-bench
 TEST_FLAGS ?=
@@ -22,7 +23,11 @@ deps: check-root
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; guard=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+		if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+		case " $$missing " in *" etcd-server "*) if [ -d /run/systemd/system ]; then systemctl disable --now etcd.service >/dev/null 2>&1 || true; fi;; esac; \
+		exit $$rc; \
 	fi
 	@command -v dotnet >/dev/null || { echo "make: the .NET 10 SDK (dotnet) is required" >&2; exit 1; }
 

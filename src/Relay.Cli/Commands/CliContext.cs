@@ -71,7 +71,7 @@ internal static class CliContext
         catch (RelayException e)
         {
             await Console.Error.WriteLineAsync("relay: error: " + e.Message).ConfigureAwait(false);
-            return e.Code == ErrorCode.Kernel ? 2 : 1;
+            return e.Code is ErrorCode.Kernel or ErrorCode.Unavailable ? 2 : 1;
         }
         catch (OperationCanceledException)
         {

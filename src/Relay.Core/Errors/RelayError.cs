@@ -17,6 +17,8 @@ public enum ErrorCode
     Conflict,
     /// <summary>The kernel refused or failed an operation; the previous state was kept.</summary>
     Kernel,
+    /// <summary>The cluster store (etcd) did not answer, or has no quorum; retry when it is back.</summary>
+    Unavailable,
 }
 
 /// <summary>One problem with a request, with the field it concerns.</summary>

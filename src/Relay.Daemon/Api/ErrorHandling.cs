@@ -117,6 +117,7 @@ public sealed partial class ErrorHandling(RequestDelegate next, ILogger<ErrorHan
         ErrorCode.NotFound => StatusCodes.Status404NotFound,
         ErrorCode.Duplicate or ErrorCode.Conflict => StatusCodes.Status409Conflict,
         ErrorCode.Kernel => StatusCodes.Status500InternalServerError,
+        ErrorCode.Unavailable => StatusCodes.Status503ServiceUnavailable,
         _ => StatusCodes.Status400BadRequest,
     };
 

@@ -1,0 +1,349 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Numerics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Etcdserverpb;
+using Google.Protobuf;
+using Relay.Cluster.Etcd;
+using Relay.Core.Addressing;
+using Relay.Core.Errors;
+
+namespace Relay.Cluster;
+
+/// <summary>
+/// Cluster-wide allocation by etcd transactions, never by a lock of our own.
+/// <list type="bullet">
+/// <item>A service's virtual addresses: one transaction creates the service and a guard key per
+/// address, each required not to exist; of two CLIs on two hosts adding services at the same
+/// moment, one wins and the other re-reads and takes the next free address.</item>
+/// <item>Instance addresses come from blocks of the pools (64 addresses: /26 for IPv4, /122 for
+/// IPv6) that a node claims by transaction, as Calico's IPAM does: a node then picks addresses
+/// inside its own blocks from what it knows, and writing the instance (which has to happen anyway)
+/// is the only round trip; a new block is claimed only when the node's are full.</item>
+/// </list>
+/// Every write carries a request id so that a write retried after a lost answer recognises its own
+/// earlier success instead of reporting a duplicate.
+/// </summary>
+public sealed class ClusterAllocator
+{
+    /// <summary>Addresses per instance block (a /26 of IPv4, a /122 of IPv6).</summary>
+    public const int BlockSize = 64;
+
+    /// <summary>How often a lost race is retried before the call gives up.</summary>
+    public const int MaxAttempts = 32;
+
+    private readonly EtcdConnection _etcd;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly Dictionary<(string Network, AddressFamily Family), NodeBlocks> _blocks = [];
+
+    /// <summary>An allocator for <paramref name="node"/> (the owner of the blocks it claims).</summary>
+    public ClusterAllocator(EtcdConnection etcd, string node)
+    {
+        _etcd = etcd;
+        Node = node;
+    }
+
+    /// <summary>The node this allocator claims blocks for.</summary>
+    public string Node { get; }
+
+    /// <summary>
+    /// Creates service <paramref name="service"/> in <paramref name="network"/> with the next free
+    /// virtual addresses of <paramref name="pool4"/> and <paramref name="pool6"/> (or the given ones),
+    /// in one transaction. <see cref="ErrorCode.Duplicate"/> when the service, or a requested
+    /// address, exists; nothing is written then.
+    /// </summary>
+    public async Task<(ServiceClaim Claim, long Revision)> AddServiceAsync(string network, string service, IPNetwork pool4, IPNetwork pool6,
+        JsonObject? spec = null, IPAddress? virtual4 = null, IPAddress? virtual6 = null, CancellationToken ct = default)
+    {
+        var request = Guid.NewGuid().ToString("N");
+        var serviceKey = ClusterKeys.Service(network, service);
+        for (var attempt = 0; attempt < MaxAttempts; attempt++)
+        {
+            var (guards, _) = await _etcd.GetPrefixAsync(ClusterKeys.AddressesPrefix(network), ct).ConfigureAwait(false);
+            var used = guards.Select(kv => ClusterKeys.Leaf(kv.Key.ToStringUtf8())).ToHashSet(StringComparer.Ordinal);
+            // Concurrent adders start at different places of the pool so that they rarely race for
+            // the same address; the order of allocation is not a promise Relay makes.
+            var v4 = virtual4 ?? PickFree(pool4, used, "virtual IPv4", "services.virtual4");
+            var v6 = virtual6 ?? PickFree(pool6, used, "virtual IPv6", "services.virtual6");
+            var claim = new ServiceClaim(service, v4.ToString(), v6.ToString(), spec, request);
+            var txn = new TxnRequest();
+            txn.Compare.Add(Absent(serviceKey));
+            txn.Compare.Add(Absent(ClusterKeys.Address(network, v4)));
+            txn.Compare.Add(Absent(ClusterKeys.Address(network, v6)));
+            txn.Success.Add(Put(serviceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.ServiceClaim)));
+            txn.Success.Add(Put(ClusterKeys.Address(network, v4), "service/" + service));
+            txn.Success.Add(Put(ClusterKeys.Address(network, v6), "service/" + service));
+            txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(serviceKey) } });
+            var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+            if (response.Succeeded)
+            {
+                return (claim, response.Header.Revision);
+            }
+            var existing = response.Responses[0].ResponseRange.Kvs;
+            if (existing.Count > 0)
+            {
+                var stored = ClusterJson.TryParse(existing[0].Value.ToStringUtf8(), ClusterJson.Default.ServiceClaim);
+                if (stored?.Request == request)
+                {
+                    return (stored, existing[0].ModRevision);
+                }
+                throw new RelayException(ErrorCode.Duplicate, "services.name", $"service {service} already exists in network {network}");
+            }
+            if (virtual4 is not null || virtual6 is not null)
+            {
+                throw new RelayException(ErrorCode.Duplicate, "services.virtual", $"a requested virtual address ({virtual4}, {virtual6}) is already in use in network {network}");
+            }
+        }
+        throw new RelayException(ErrorCode.Conflict, "services", $"could not allocate addresses for {service} after {MaxAttempts} attempts: too many concurrent changes, retry");
+    }
+
+    /// <summary>Removes a service and its address guards in one transaction; false when it did not exist.</summary>
+    public async Task<bool> RemoveServiceAsync(string network, string service, CancellationToken ct = default)
+    {
+        var serviceKey = ClusterKeys.Service(network, service);
+        var kv = await _etcd.GetAsync(serviceKey, ct).ConfigureAwait(false);
+        if (kv is null)
+        {
+            return false;
+        }
+        var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.ServiceClaim);
+        var txn = new TxnRequest();
+        txn.Compare.Add(new Compare { Key = kv.Key, Target = Compare.Types.CompareTarget.Mod, Result = Compare.Types.CompareResult.Equal, ModRevision = kv.ModRevision });
+        txn.Success.Add(Delete(serviceKey));
+        if (claim is not null)
+        {
+            txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Virtual4));
+            txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Virtual6));
+        }
+        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+        if (!response.Succeeded)
+        {
+            throw new RelayException(ErrorCode.Conflict, "services.name", $"service {service} changed while it was being removed; retry");
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Creates instance <paramref name="id"/> of <paramref name="service"/> on this node with an IPv4
+    /// and an IPv6 address from this node's blocks (claiming a new block by transaction only when its
+    /// blocks are full), in one transaction with the instance's record.
+    /// </summary>
+    public async Task<(InstanceClaim Claim, long Revision)> AddInstanceAsync(string network, string id, string service, IPNetwork pool4, IPNetwork pool6,
+        IReadOnlyCollection<IPAddress> reserved, JsonObject? spec = null, CancellationToken ct = default)
+    {
+        var request = Guid.NewGuid().ToString("N");
+        var instanceKey = ClusterKeys.Instance(network, id);
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            for (var attempt = 0; attempt < MaxAttempts; attempt++)
+            {
+                var blocks4 = await BlocksAsync(network, pool4, reserved, ct).ConfigureAwait(false);
+                var blocks6 = await BlocksAsync(network, pool6, reserved, ct).ConfigureAwait(false);
+                var a4 = await blocks4.NextAsync(this, ct).ConfigureAwait(false);
+                var a6 = await blocks6.NextAsync(this, ct).ConfigureAwait(false);
+                var claim = new InstanceClaim(id, service, Node, a4.ToString(), a6.ToString(), spec, request);
+                var txn = new TxnRequest();
+                txn.Compare.Add(Absent(instanceKey));
+                txn.Compare.Add(Absent(ClusterKeys.Address(network, a4)));
+                txn.Compare.Add(Absent(ClusterKeys.Address(network, a6)));
+                txn.Success.Add(Put(instanceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.InstanceClaim)));
+                txn.Success.Add(Put(ClusterKeys.Address(network, a4), "instance/" + id));
+                txn.Success.Add(Put(ClusterKeys.Address(network, a6), "instance/" + id));
+                txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(instanceKey) } });
+                var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+                if (response.Succeeded)
+                {
+                    blocks4.MarkUsed(a4);
+                    blocks6.MarkUsed(a6);
+                    return (claim, response.Header.Revision);
+                }
+                var existing = response.Responses[0].ResponseRange.Kvs;
+                if (existing.Count > 0)
+                {
+                    var stored = ClusterJson.TryParse(existing[0].Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim);
+                    if (stored?.Request == request)
+                    {
+                        return (stored, existing[0].ModRevision);
+                    }
+                    throw new RelayException(ErrorCode.Duplicate, "instances.id", $"instance {id} already exists in network {network}");
+                }
+                // An address of our own block was taken: what this node knew was stale (another
+                // daemon of the same node name, or a record written by hand). Learn again.
+                _blocks.Remove((network, AddressFamily.InterNetwork));
+                _blocks.Remove((network, AddressFamily.InterNetworkV6));
+            }
+            throw new RelayException(ErrorCode.Conflict, "instances", $"could not allocate addresses for instance {id} after {MaxAttempts} attempts; retry");
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>The blocks of <paramref name="network"/>'s <paramref name="pool"/> this node holds (read once, then kept).</summary>
+    private async Task<NodeBlocks> BlocksAsync(string network, IPNetwork pool, IReadOnlyCollection<IPAddress> reserved, CancellationToken ct)
+    {
+        var family = pool.BaseAddress.AddressFamily;
+        if (_blocks.TryGetValue((network, family), out var known))
+        {
+            return known;
+        }
+        var blocks = new NodeBlocks(network, pool, reserved);
+        await blocks.LoadAsync(this, ct).ConfigureAwait(false);
+        _blocks[(network, family)] = blocks;
+        return blocks;
+    }
+
+    private static IPAddress PickFree(IPNetwork prefix, IReadOnlySet<string> used, string name, string field)
+    {
+        var size = IpMath.Size(prefix);
+        var start = (UInt128)Random.Shared.NextInt64() % size;
+        var baseValue = IpMath.ToInteger(prefix.BaseAddress);
+        var family = prefix.BaseAddress.AddressFamily;
+        var limit = UInt128.Min(size, (UInt128)used.Count + 3);
+        // At most used + 2 (network, broadcast) candidates are taken, so that many + 1 steps find one.
+        for (UInt128 step = 0; step < size && step <= limit; step++)
+        {
+            var offset = (start + step) % size;
+            if (size > 2 && (offset == 0 || (family == AddressFamily.InterNetwork && offset == size - 1)))
+            {
+                continue;
+            }
+            var address = IpMath.FromInteger(baseValue + offset, family);
+            if (!used.Contains(address.ToString()))
+            {
+                return address;
+            }
+        }
+        throw new RelayException(ErrorCode.PoolExhausted, field, $"the {name} pool {prefix} has no free address left ({used.Count} in use)");
+    }
+
+    internal static Compare Absent(string key) => new()
+    {
+        Key = ByteString.CopyFromUtf8(key),
+        Target = Compare.Types.CompareTarget.Create,
+        Result = Compare.Types.CompareResult.Equal,
+        CreateRevision = 0,
+    };
+
+    internal static RequestOp Put(string key, string value, long lease = 0)
+        => new() { RequestPut = new PutRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFromUtf8(value), Lease = lease } };
+
+    internal static RequestOp Delete(string key)
+        => new() { RequestDeleteRange = new DeleteRangeRequest { Key = ByteString.CopyFromUtf8(key) } };
+
+    /// <summary>The blocks of one pool held by this node, and which of their addresses are in use.</summary>
+    private sealed class NodeBlocks(string network, IPNetwork pool, IReadOnlyCollection<IPAddress> reserved)
+    {
+        private readonly List<int> _owned = [];
+        private readonly HashSet<IPAddress> _used = [];
+        private readonly AddressFamily _family = pool.BaseAddress.AddressFamily;
+
+        public int BlockCount => (int)UInt128.Min(IpMath.Size(pool) / BlockSize, int.MaxValue);
+
+        public async Task LoadAsync(ClusterAllocator owner, CancellationToken ct)
+        {
+            var (claims, _) = await owner._etcd.GetPrefixAsync(ClusterKeys.BlocksPrefix(network, _family), ct).ConfigureAwait(false);
+            foreach (var kv in claims)
+            {
+                if (kv.Value.ToStringUtf8() == owner.Node && int.TryParse(ClusterKeys.Leaf(kv.Key.ToStringUtf8()), out var index))
+                {
+                    _owned.Add(index);
+                }
+            }
+            _owned.Sort();
+            var (guards, _) = await owner._etcd.GetPrefixAsync(ClusterKeys.AddressesPrefix(network), ct).ConfigureAwait(false);
+            foreach (var kv in guards)
+            {
+                if (IPAddress.TryParse(ClusterKeys.Leaf(kv.Key.ToStringUtf8()), out var a) && a.AddressFamily == _family && _owned.Any(b => Block(b).Contains(a)))
+                {
+                    _used.Add(a);
+                }
+            }
+        }
+
+        public IPNetwork Block(int index)
+        {
+            var baseValue = IpMath.ToInteger(pool.BaseAddress) + (UInt128)index * BlockSize;
+            var bits = _family == AddressFamily.InterNetwork ? 32 : 128;
+            return new IPNetwork(IpMath.FromInteger(baseValue, _family), bits - BitOperations.Log2(BlockSize));
+        }
+
+        public void MarkUsed(IPAddress a) => _used.Add(a);
+
+        public async Task<IPAddress> NextAsync(ClusterAllocator owner, CancellationToken ct)
+        {
+            foreach (var index in _owned)
+            {
+                var free = FirstFree(index);
+                if (free is not null)
+                {
+                    return free;
+                }
+            }
+            var claimed = await ClaimAsync(owner, ct).ConfigureAwait(false);
+            return FirstFree(claimed) ?? throw new RelayException(ErrorCode.PoolExhausted, "instances", $"block {Block(claimed)} has no usable address");
+        }
+
+        private IPAddress? FirstFree(int index)
+        {
+            var block = Block(index);
+            var poolSize = IpMath.Size(pool);
+            var poolBase = IpMath.ToInteger(pool.BaseAddress);
+            var blockBase = IpMath.ToInteger(block.BaseAddress);
+            for (var i = 0; i < BlockSize; i++)
+            {
+                var value = blockBase + (UInt128)i;
+                var offset = value - poolBase;
+                // The pool's network and broadcast addresses are never hosts (see AddressPool).
+                if (poolSize > 2 && (offset == 0 || (_family == AddressFamily.InterNetwork && offset == poolSize - 1)))
+                {
+                    continue;
+                }
+                var a = IpMath.FromInteger(value, _family);
+                if (!_used.Contains(a) && !reserved.Contains(a))
+                {
+                    return a;
+                }
+            }
+            return null;
+        }
+
+        private async Task<int> ClaimAsync(ClusterAllocator owner, CancellationToken ct)
+        {
+            for (var attempt = 0; attempt < MaxAttempts; attempt++)
+            {
+                var (claims, _) = await owner._etcd.GetPrefixAsync(ClusterKeys.BlocksPrefix(network, _family), ct).ConfigureAwait(false);
+                var taken = claims.Select(kv => int.TryParse(ClusterKeys.Leaf(kv.Key.ToStringUtf8()), out var i) ? i : -1).ToHashSet();
+                // A claim of ours this node did not know of: an earlier claim whose answer was lost.
+                var mine = claims.Where(kv => kv.Value.ToStringUtf8() == owner.Node)
+                    .Select(kv => int.TryParse(ClusterKeys.Leaf(kv.Key.ToStringUtf8()), out var i) ? i : -1)
+                    .FirstOrDefault(i => i >= 0 && !_owned.Contains(i), -1);
+                if (mine >= 0)
+                {
+                    _owned.Add(mine);
+                    _owned.Sort();
+                    return mine;
+                }
+                var index = Enumerable.Range(0, BlockCount).FirstOrDefault(i => !taken.Contains(i), -1);
+                if (index < 0)
+                {
+                    throw new RelayException(ErrorCode.PoolExhausted, "instances", $"every block of the instance pool {pool} is claimed by a node ({taken.Count} blocks of {BlockSize})");
+                }
+                var txn = new TxnRequest();
+                txn.Compare.Add(Absent(ClusterKeys.Block(network, _family, index)));
+                txn.Success.Add(Put(ClusterKeys.Block(network, _family, index), owner.Node));
+                var response = await owner._etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+                if (response.Succeeded)
+                {
+                    _owned.Add(index);
+                    _owned.Sort();
+                    return index;
+                }
+            }
+            throw new RelayException(ErrorCode.Conflict, "instances", $"could not claim an address block of {pool} after {MaxAttempts} attempts; retry");
+        }
+    }
+}

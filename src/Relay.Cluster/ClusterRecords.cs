@@ -1,0 +1,51 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace Relay.Cluster;
+
+/// <summary>A node of the cluster as it announces itself (on its lease: the key goes when the node does).</summary>
+/// <param name="Name">The node's name (<c>--node</c>).</param>
+/// <param name="Underlay">The address other nodes reach it at, for VXLAN (<c>--underlay</c>).</param>
+/// <param name="VtepMac">The MAC address of its VXLAN devices (derived from the name, see <see cref="Relay.Core.Overlay.VxlanPlan"/>).</param>
+/// <param name="StartedAt">When its daemon started.</param>
+/// <param name="Lease">The etcd lease that holds its keys.</param>
+public sealed record NodeRecord(string Name, string Underlay, string VtepMac, DateTimeOffset StartedAt, long Lease);
+
+/// <summary>A service with the virtual addresses the cluster gave it.</summary>
+/// <param name="Name">The service's name.</param>
+/// <param name="Virtual4">Its virtual IPv4 address (unique in the network, cluster-wide).</param>
+/// <param name="Virtual6">Its virtual IPv6 address.</param>
+/// <param name="Spec">The rest of its desired state, as the API gave it.</param>
+/// <param name="Request">The id of the request that created it: how a retried write recognises its own earlier success.</param>
+public sealed record ServiceClaim(string Name, string Virtual4, string Virtual6, JsonObject? Spec, string Request);
+
+/// <summary>An instance with its node and addresses (from its node's blocks).</summary>
+/// <param name="Id">The instance's id, unique in the network.</param>
+/// <param name="Service">The service it serves.</param>
+/// <param name="Node">The node it runs on.</param>
+/// <param name="Address4">Its IPv4 address.</param>
+/// <param name="Address6">Its IPv6 address.</param>
+/// <param name="Spec">The rest of its desired state (command, health, restart policy).</param>
+/// <param name="Request">The id of the request that created it.</param>
+public sealed record InstanceClaim(string Id, string Service, string Node, string Address4, string Address6, JsonObject? Spec, string Request);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(NodeRecord))]
+[JsonSerializable(typeof(ServiceClaim))]
+[JsonSerializable(typeof(InstanceClaim))]
+internal sealed partial class ClusterJson : JsonSerializerContext
+{
+    /// <summary>Parses a stored value; null (and no exception) when it is not a record of that type: a key Relay did not write.</summary>
+    public static T? TryParse<T>(string json, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) where T : class
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(json, type);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+}
