@@ -13,9 +13,12 @@ public static class IpCommand
     public static string Program { get; set; } = "ip";
 
     /// <summary>Runs <c>ip ARGS</c>; throws a <see cref="RelayException"/> (Kernel) with ip's message on failure.</summary>
-    public static string Run(IReadOnlyList<string> args, string? stdin = null)
+    public static string Run(IReadOnlyList<string> args, string? stdin = null) => RunProgram(Program, args, stdin);
+
+    /// <summary>Runs another iproute2 program (<c>bridge</c>) the same way as <see cref="Run"/>.</summary>
+    public static string RunProgram(string program, IReadOnlyList<string> args, string? stdin = null)
     {
-        var psi = new ProcessStartInfo(Program)
+        var psi = new ProcessStartInfo(program)
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
@@ -26,7 +29,7 @@ public static class IpCommand
         {
             psi.ArgumentList.Add(a);
         }
-        using var p = Process.Start(psi) ?? throw new RelayException(ErrorCode.Kernel, "ip", "could not start ip (is iproute2 installed?)");
+        using var p = Process.Start(psi) ?? throw new RelayException(ErrorCode.Kernel, program == Program ? "ip" : program, $"could not start {program} (is iproute2 installed?)");
         var stderr = p.StandardError.ReadToEndAsync();
         var stdout = p.StandardOutput.ReadToEndAsync();
         if (stdin is not null)
@@ -38,8 +41,8 @@ public static class IpCommand
         var err = stderr.GetAwaiter().GetResult().Trim();
         if (p.ExitCode != 0)
         {
-            var what = "ip " + string.Join(' ', args);
-            throw new RelayException(ErrorCode.Kernel, "ip", $"'{what}' failed (exit {p.ExitCode}): {err}");
+            var what = program + " " + string.Join(' ', args);
+            throw new RelayException(ErrorCode.Kernel, program == Program ? "ip" : program, $"'{what}' failed (exit {p.ExitCode}): {err}");
         }
         return stdout.GetAwaiter().GetResult();
     }

@@ -85,8 +85,10 @@ public static class TopologyBuilder
     /// Creates the instance namespace and its veth, configured on both ends. Three short <c>ip</c>
     /// processes: namespaces can only be created outside <c>ip -n</c> (its bind mount would be
     /// private to that process), and each side's addresses are set inside that side's namespace.
+    /// With <paramref name="mtu"/> (a network that spans hosts over VXLAN), both ends get that MTU:
+    /// an instance that sent full 1500-byte frames would see them vanish in the tunnel.
     /// </summary>
-    public static void WireInstance(string orchestrator, Gateways gateways, InstanceWiring w)
+    public static void WireInstance(string orchestrator, Gateways gateways, InstanceWiring w, int? mtu = null)
     {
         if (Netns.Exists(w.Namespace))
         {
@@ -99,7 +101,9 @@ public static class TopologyBuilder
             [
                 $"netns add {w.Namespace}",
                 // Both ends are created directly in their namespaces: nothing appears in the host's.
-                $"link add {w.HostInterface} netns {orchestrator} type veth peer name {eth} netns {w.Namespace}",
+                mtu is { } m
+                    ? $"link add {w.HostInterface} netns {orchestrator} mtu {m} type veth peer name {eth} netns {w.Namespace} mtu {m}"
+                    : $"link add {w.HostInterface} netns {orchestrator} type veth peer name {eth} netns {w.Namespace}",
             ]);
             using (var inside = NetnsThread.Enter(w.Namespace))
             {
