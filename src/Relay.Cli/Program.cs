@@ -31,6 +31,8 @@ namespace Relay.Cli
             root.Subcommands.Add(Commands.ResourceCommands.Status());
             root.Subcommands.Add(Commands.OperationCommands.Metrics());
             root.Subcommands.Add(Commands.OperationCommands.Down());
+            root.Subcommands.Add(Commands.ClusterCommands.Node());
+            root.Subcommands.Add(Commands.ClusterCommands.Lab());
             root.Subcommands.Add(DemoCommand());
             root.Subcommands.Add(Commands.Completion.Command(root));
             Commands.ExamplesHelp.Install(root);

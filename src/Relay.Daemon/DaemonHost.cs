@@ -20,6 +20,9 @@ public static class DaemonHost
     /// <summary>Runs until SIGTERM/SIGINT or <paramref name="cancellationToken"/>; returns the exit code.</summary>
     public static async Task<int> RunAsync(DaemonOptions options, LogLevel level, CancellationToken cancellationToken = default)
     {
+        var errors = new ErrorCollector();
+        ClusterMembership.Validate(options, errors);
+        errors.ThrowIfAny();
         PrepareSocket(options.Socket);
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ApplicationName = "relay" });
         builder.Host.UseSystemd();
@@ -49,6 +52,10 @@ public static class DaemonHost
         var logs = app.Services.GetRequiredService<ILoggerFactory>();
         using var daemon = new RelayDaemon(options, logs);
         daemon.Start();
+        await using var membership = options.Clustered
+            ? await ClusterMembership.JoinAsync(options, logs.CreateLogger("relay.cluster"), cancellationToken).ConfigureAwait(false)
+            : null;
+        daemon.Cluster = membership;
         app.UseMiddleware<PeerCredentials>();
         app.UseMiddleware<ErrorHandling>();
         Endpoints.Map(app, daemon);

@@ -18,6 +18,21 @@ public sealed record DaemonOptions
     /// <summary>Largest request body accepted.</summary>
     public long MaxRequestBytes { get; init; } = 4 << 20;
 
+    /// <summary>This node's name in a cluster (<c>--node</c>); null on a single host.</summary>
+    public string? Node { get; init; }
+
+    /// <summary>The cluster's etcd endpoints (<c>--etcd</c>); empty: single host, embedded store.</summary>
+    public IReadOnlyList<string> Etcd { get; init; } = [];
+
+    /// <summary>The address other nodes reach this one at (<c>--underlay</c>).</summary>
+    public string? Underlay { get; init; }
+
+    /// <summary>The node lease's time to live (<c>--lease-ttl</c>).</summary>
+    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>True when the daemon is a node of a cluster.</summary>
+    public bool Clustered => Etcd.Count > 0;
+
     /// <summary>The store's path.</summary>
     public string DatabasePath => Path.Combine(StateDirectory, "relay.db");
 

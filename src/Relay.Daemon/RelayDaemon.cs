@@ -39,6 +39,24 @@ public sealed partial class RelayDaemon : IDisposable
     /// <summary>Prometheus metrics.</summary>
     public RelayMetrics Metrics { get; } = new();
 
+    /// <summary>This daemon as a cluster node; null on a single host.</summary>
+    public ClusterMembership? Cluster { get; set; }
+
+    /// <summary>
+    /// The nodes: the cluster's, or this host alone (a cluster of one, named by <c>--node</c> or the
+    /// host name).
+    /// </summary>
+    public async Task<IReadOnlyList<Api.NodeInfo>> NodesAsync(CancellationToken ct = default)
+    {
+        var instances = Networks.Sum(n => n.Instances.Count);
+        if (Cluster is { } cluster)
+        {
+            // This node's own instances are the ones its networks hold (until the shared state has them).
+            return (await cluster.NodesAsync(ct).ConfigureAwait(false)).Select(n => n.Self ? n with { Instances = Math.Max(n.Instances, instances) } : n).ToArray();
+        }
+        return [new Api.NodeInfo(Options.Node ?? Environment.MachineName, null, "local", null, instances, 0, null, StartedAt, true)];
+    }
+
     /// <summary>When it started.</summary>
     public DateTimeOffset StartedAt { get; } = DateTimeOffset.UtcNow;
 
@@ -56,7 +74,7 @@ public sealed partial class RelayDaemon : IDisposable
         {
             try
             {
-                var options = stored.Options with { LogDirectory = Options.EffectiveLogDirectory, RecordDirectory = Options.RecordDirectory };
+                var options = stored.Options with { LogDirectory = Options.EffectiveLogDirectory, RecordDirectory = Options.RecordDirectory, Node = Options.Node };
                 var network = RelayNetwork.Restore(stored with { Options = options }, _logs.CreateLogger("relay.network"), _store);
                 Attach(network);
             }
@@ -125,7 +143,7 @@ public sealed partial class RelayDaemon : IDisposable
             {
                 throw new RelayException(ErrorCode.Duplicate, "network.name", $"network '{options.Name}' already exists");
             }
-            options = options with { LogDirectory = Options.EffectiveLogDirectory, RecordDirectory = Options.RecordDirectory };
+            options = options with { LogDirectory = Options.EffectiveLogDirectory, RecordDirectory = Options.RecordDirectory, Node = Options.Node };
             var network = RelayNetwork.Create(options, _logs.CreateLogger("relay.network"), _store);
             _store!.SaveNetwork(network.Options);
             Attach(network);

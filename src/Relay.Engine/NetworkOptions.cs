@@ -40,6 +40,9 @@ public sealed record NetworkOptions
 
     /// <summary>Where the record of what Relay created is kept, so that it (and only it) can be removed after a crash.</summary>
     public string RecordDirectory { get; init; } = "/run/relay/networks";
+
+    /// <summary>The node (daemon <c>--node</c>) whose namespaces these are: part of their names; null on a plain single host.</summary>
+    public string? Node { get; init; }
 }
 
 /// <summary>The DNS server a network runs in its orchestrator namespace, on the gateway addresses.</summary>

@@ -20,6 +20,9 @@ public sealed record NetworkRecord
     /// <summary>The orchestrator namespace.</summary>
     public required string Orchestrator { get; init; }
 
+    /// <summary>The node whose namespaces these are (daemon <c>--node</c>; part of their names), or null.</summary>
+    public string? Node { get; init; }
+
     /// <summary>Instance namespaces.</summary>
     public IReadOnlyList<string> Instances { get; init; } = [];
 
@@ -49,16 +52,21 @@ public sealed record NetworkRecord
             ? Directory.GetFiles(directory, "*.json").Select(f => JsonSerializer.Deserialize(File.ReadAllText(f), RecordJson.Default.NetworkRecord)).OfType<NetworkRecord>().ToArray()
             : [];
 
+    /// <summary>Removes what every record in <paramref name="directory"/> lists (<see cref="RemoveLeftovers"/>); returns the namespaces removed.</summary>
+    public static IReadOnlyList<string> RemoveAll(string directory)
+        => LoadAll(directory).SelectMany(r => r.RemoveLeftovers(directory)).ToArray();
+
     /// <summary>
     /// Removes what the record lists: processes in those namespaces, then the namespaces (which takes
     /// their veths and Relay's nft table with them) and their /etc/netns files, then the record. Only names that are Relay's
-    /// (<c>relay-NET</c>, <c>relay-NET.*</c>) are touched, even if the file was edited by hand.
+    /// (<c>relay-NET</c>, <c>relay-NET.*</c>, or with the record's node <c>relay-NET@NODE</c>,
+    /// <c>relay-NET@NODE.*</c>) are touched, even if the file was edited by hand.
     /// Returns the namespaces removed.
     /// </summary>
     public IReadOnlyList<string> RemoveLeftovers(string directory)
     {
         var removed = new List<string>();
-        var prefix = NetworkNames.Orchestrator(Network);
+        var prefix = NetworkNames.Orchestrator(Network, Node);
         foreach (var ns in Instances.Append(Orchestrator).Distinct())
         {
             if (ns != prefix && !ns.StartsWith(prefix + ".", StringComparison.Ordinal))
@@ -81,11 +89,15 @@ public sealed record NetworkRecord
 /// <summary>How Relay names what it creates for a network.</summary>
 public static class NetworkNames
 {
-    /// <summary>The orchestrator namespace: <c>relay-NET</c>.</summary>
-    public static string Orchestrator(string network) => "relay-" + network;
+    /// <summary>
+    /// The orchestrator namespace: <c>relay-NET</c>, or <c>relay-NET@NODE</c> for a daemon given a node
+    /// name (so that the daemons of a lab's simulated hosts, which share one machine's namespace
+    /// names, never collide; network and node names have neither '@' nor '.').
+    /// </summary>
+    public static string Orchestrator(string network, string? node = null) => node is null ? "relay-" + network : $"relay-{network}@{node}";
 
-    /// <summary>An instance namespace: <c>relay-NET.INSTANCE</c> (network names have no dots, so this never names another network's orchestrator).</summary>
-    public static string Instance(string network, string instance) => $"relay-{network}.{instance}";
+    /// <summary>An instance namespace: <c>relay-NET.INSTANCE</c> or <c>relay-NET@NODE.INSTANCE</c> (network names have no dots, so this never names another network's orchestrator).</summary>
+    public static string Instance(string network, string instance, string? node = null) => $"{Orchestrator(network, node)}.{instance}";
 
     /// <summary>
     /// The host-side veth of instance number <paramref name="index"/>: <c>rv</c> + decimal index, at most

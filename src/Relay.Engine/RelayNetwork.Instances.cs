@@ -56,7 +56,7 @@ public sealed partial class RelayNetwork
             errors.ThrowIfAny();
 
             var index = _nextIndex;
-            var record = new InstanceRecord(name!, svc!.Name, index, NetworkNames.Instance(Name, name!), NetworkNames.HostInterface(index), a4!, a6!,
+            var record = new InstanceRecord(name!, svc!.Name, index, NetworkNames.Instance(Name, name!, _options.Node), NetworkNames.HostInterface(index), a4!, a6!,
                 options.Command is null ? null : [.. options.Command], options.Standby ? InstanceState.Standby : InstanceState.Active)
             {
                 Restart = RestartPolicies.Of(restart),

@@ -39,7 +39,7 @@ public sealed partial class RelayNetwork
         var (name, pools, upstreams) = ValidateOptions(stored.Options, errors);
         errors.ThrowIfAny();
         var options = stored.Options with { Name = name! };
-        var ns = NetworkNames.Orchestrator(options.Name);
+        var ns = NetworkNames.Orchestrator(options.Name, options.Node);
         var fresh = !Netns.Exists(ns);
         var thread = fresh ? TopologyBuilder.CreateOrchestrator(ns) : TopologyBuilder.AdoptOrchestrator(ns);
         DataplaneRuntime? dataplane = null;

@@ -77,7 +77,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
     public string Name { get; }
 
     /// <summary>The orchestrator namespace (<c>ip netns exec</c> it to inspect the data plane).</summary>
-    public string OrchestratorNamespace => NetworkNames.Orchestrator(Name);
+    public string OrchestratorNamespace => NetworkNames.Orchestrator(Name, _options.Node);
 
     /// <summary>The gateway addresses instances route through (and, later, ask names of).</summary>
     public Gateways Gateways => _gateways;
@@ -94,14 +94,14 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         var log = logger ?? NullLogger.Instance;
         var errors = new ErrorCollector();
         var (name, pools, upstreams) = ValidateOptions(options, errors);
-        if (name is not null && Netns.Exists(NetworkNames.Orchestrator(name)))
+        if (name is not null && Netns.Exists(NetworkNames.Orchestrator(name, options.Node)))
         {
-            errors.Add(ErrorCode.Duplicate, "network.name", $"network '{name}' already exists (namespace {NetworkNames.Orchestrator(name)}); remove it with 'relay down --network {name}' or pick another name");
+            errors.Add(ErrorCode.Duplicate, "network.name", $"network '{name}' already exists (namespace {NetworkNames.Orchestrator(name, options.Node)}); remove it with 'relay down --network {name}' or pick another name");
         }
         errors.ThrowIfAny();
         options = options with { Name = name! };
 
-        var ns = NetworkNames.Orchestrator(options.Name);
+        var ns = NetworkNames.Orchestrator(options.Name, options.Node);
         var thread = TopologyBuilder.CreateOrchestrator(ns);
         DataplaneRuntime? dataplane = null;
         try
@@ -471,6 +471,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             Network = Name,
             OwnerPid = Environment.ProcessId,
             Orchestrator = OrchestratorNamespace,
+            Node = _options.Node,
             Instances = _instanceRecords.Values.Select(i => i.Namespace).Order(StringComparer.Ordinal).ToArray(),
         };
         // Most changes (a migration, a health change, a flow) leave the set of namespaces as it was:

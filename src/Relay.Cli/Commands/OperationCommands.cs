@@ -266,14 +266,31 @@ internal static class OperationCommands
         var records = RecordDir();
         // Only a unix socket: its access control is the kernel's (mode 0600 and the peer's uid,
         // checked with SO_PEERCRED). A TCP listener would hand root's network to anyone who can connect.
-        var cmd = new Command("daemon", "Run the relay daemon in the foreground: the API on a unix socket (root only), the store, health checks, supervision. SIGTERM stops it and leaves the networks running; the next start adopts them.")
+        var node = new Option<string?>("--node") { Description = "This host's node name in a cluster (part of its namespaces' names: keep it)." };
+        var etcd = new Option<string?>("--etcd") { Description = "Join a cluster: its etcd endpoints, comma-separated (http://ADDRESS:PORT, the local member first). Without it: a single host." };
+        var underlay = new Option<string?>("--underlay") { Description = "The address other nodes reach this one at (VXLAN's outer address)." };
+        var ttl = new Option<string>("--lease-ttl") { Description = "The node lease's TTL: how soon the cluster notices this node is gone.", DefaultValueFactory = _ => "3s" };
+        var cmd = new Command("daemon", "Run the relay daemon in the foreground: the API on a unix socket (root only), the store, health checks, supervision. SIGTERM stops it and leaves the networks running; the next start adopts them. With --etcd it joins a cluster as node --node.")
         {
-            state, records,
+            state, records, node, etcd, underlay, ttl,
         };
         cmd.SetAction((p, ct) => Guard(async () =>
         {
             RequireRoot();
-            var options = new DaemonOptions { Socket = p.GetValue(Socket)!, StateDirectory = p.GetValue(state)!, RecordDirectory = p.GetValue(records)! };
+            if (!Relay.Core.Model.Duration.TryParse(p.GetValue(ttl), out var leaseTtl, out var reason))
+            {
+                throw new Relay.Core.Errors.RelayException(Relay.Core.Errors.ErrorCode.Invalid, "--lease-ttl", reason);
+            }
+            var options = new DaemonOptions
+            {
+                Socket = p.GetValue(Socket)!,
+                StateDirectory = p.GetValue(state)!,
+                RecordDirectory = p.GetValue(records)!,
+                Node = p.GetValue(node),
+                Etcd = (p.GetValue(etcd) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                Underlay = p.GetValue(underlay),
+                LeaseTtl = leaseTtl,
+            };
             return await DaemonHost.RunAsync(options, p.GetValue(verbose) ? LogLevel.Debug : LogLevel.Information, ct).ConfigureAwait(false);
         }));
         return cmd;

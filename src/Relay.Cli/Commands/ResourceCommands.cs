@@ -229,6 +229,10 @@ internal static class ResourceCommands
             {
                 Console.WriteLine($"network {name} could not be restored: {why}");
             }
+            if (s.Cluster is { } cluster)
+            {
+                ClusterCommands.WriteCluster(cluster);
+            }
             return 0;
         }));
         return cmd;

@@ -189,6 +189,13 @@ public sealed class EtcdConnection : IDisposable
     public Task<LeaseRevokeResponse> RevokeLeaseAsync(long lease, CancellationToken ct = default)
         => CallAsync((m, o) => m.Lease.LeaseRevokeAsync(new LeaseRevokeRequest { ID = lease }, o).ResponseAsync, ct);
 
+    /// <summary>A lease's granted TTL and what is left of it, in seconds (left is -1 when the lease is gone).</summary>
+    public async Task<(long Granted, long Left)> LeaseTimeToLiveAsync(long lease, CancellationToken ct = default)
+    {
+        var response = await CallAsync((m, o) => m.Lease.LeaseTimeToLiveAsync(new LeaseTimeToLiveRequest { ID = lease }, o).ResponseAsync, ct).ConfigureAwait(false);
+        return (response.GrantedTTL, response.TTL);
+    }
+
     /// <summary>The cluster's members.</summary>
     public async Task<IReadOnlyList<Etcdserverpb.Member>> MembersAsync(CancellationToken ct = default)
         => (await CallAsync((m, o) => m.Cluster.MemberListAsync(new MemberListRequest(), o).ResponseAsync, ct).ConfigureAwait(false)).Members;

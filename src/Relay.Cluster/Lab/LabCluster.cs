@@ -19,7 +19,8 @@ namespace Relay.Cluster.Lab;
 /// <param name="Etcd">Its etcd member's client URL.</param>
 /// <param name="EtcdPid">The member's process id (0 before it started).</param>
 /// <param name="Socket">Where its relay daemon's API socket is.</param>
-public sealed record LabHost(string Name, string Namespace, string Underlay4, string Underlay6, string Etcd, int EtcdPid, string Socket);
+/// <param name="DaemonPid">Its relay daemon's process id (0: none started).</param>
+public sealed record LabHost(string Name, string Namespace, string Underlay4, string Underlay6, string Etcd, int EtcdPid, string Socket, int DaemonPid = 0);
 
 /// <summary>What a lab made, written before each step so that <c>relay lab down</c> removes exactly that, even after a failed <c>up</c>.</summary>
 /// <param name="Name">The lab's name.</param>
@@ -51,6 +52,12 @@ public sealed record LabOptions
 
     /// <summary>etcd's election timeout (etcd's default: 1000 ms).</summary>
     public int ElectionMs { get; init; } = 1000;
+
+    /// <summary>The relay binary to start one daemon per host with; null: no daemons (etcd only).</summary>
+    public string? RelayBinary { get; init; }
+
+    /// <summary>The daemons' node lease TTL.</summary>
+    public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(3);
 }
 
 /// <summary>
@@ -189,12 +196,58 @@ public static partial class LabCluster
             }
             progress?.Invoke("waiting for the etcd cluster to elect a leader");
             await WaitForLeaderAsync(record, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+            if (options.RelayBinary is not null)
+            {
+                for (var i = 0; i < hosts.Count; i++)
+                {
+                    var h = hosts[i];
+                    progress?.Invoke($"host {h.Name}: relay daemon on {h.Socket}");
+                    hosts[i] = h with { DaemonPid = StartDaemon(record, h, i, options) };
+                    record = record with { Hosts = [.. hosts] };
+                    Write(record);
+                }
+                await WaitForDaemonsAsync(record, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+            }
             return record;
         }
         catch
         {
             Down(record);
             throw;
+        }
+    }
+
+    private static int StartDaemon(LabRecord lab, LabHost h, int index, LabOptions options)
+    {
+        var state = StateDirectory(lab, h);
+        var etcd = string.Join(',', lab.Hosts.Skip(index).Concat(lab.Hosts.Take(index)).Select(x => x.Etcd));
+        return StartDetached(h.Namespace, Path.Combine(lab.Directory, h.Name + ".daemon.log"), options.RelayBinary!,
+        [
+            "daemon", "--socket", h.Socket, "--state-dir", state, "--record-dir", Path.Combine(state, "records"),
+            "--node", h.Name, "--etcd", etcd, "--underlay", h.Underlay4,
+            "--lease-ttl", options.LeaseTtl.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s",
+        ], Path.GetFileName(options.RelayBinary!));
+    }
+
+    private static async Task WaitForDaemonsAsync(LabRecord lab, TimeSpan timeout, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        foreach (var h in lab.Hosts)
+        {
+            while (!File.Exists(h.Socket))
+            {
+                if (!System.IO.Directory.Exists($"/proc/{h.DaemonPid}") || IsZombie(h.DaemonPid))
+                {
+                    var logPath = Path.Combine(lab.Directory, h.Name + ".daemon.log");
+                    var tail = File.Exists(logPath) ? string.Join(" | ", File.ReadLines(logPath).TakeLast(3)) : "";
+                    throw new RelayException(ErrorCode.Kernel, "daemon", $"the relay daemon of {h.Name} exited: {tail}");
+                }
+                if (clock.Elapsed > timeout)
+                {
+                    throw new RelayException(ErrorCode.Kernel, "daemon", $"the relay daemon of {h.Name} did not open {h.Socket} within {timeout.TotalSeconds:0}s");
+                }
+                await Task.Delay(50, ct).ConfigureAwait(false);
+            }
         }
     }
 
@@ -212,30 +265,37 @@ public static partial class LabCluster
             "--election-timeout", options.ElectionMs.ToString(CultureInfo.InvariantCulture),
             "--logger", "zap", "--log-level", "warn",
         ];
-        // The member outlives this command: its own session, output to a log file, and its pid (the
-        // same process after `ip netns exec` and `setsid` exec into it) recorded for `lab down`.
+        return StartDetached(h.Namespace, log, "/usr/bin/etcd", args, "etcd");
+    }
+
+    /// <summary>
+    /// Starts <paramref name="program"/> in <paramref name="netns"/> so that it outlives this command:
+    /// its own session, output to a log file, and its pid (the same process after <c>ip netns exec</c>
+    /// and <c>setsid</c> exec into it) returned for the record.
+    /// </summary>
+    private static int StartDetached(string netns, string log, string program, IReadOnlyList<string> args, string comm)
+    {
         var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add("-c");
         psi.ArgumentList.Add("log=$1; shift; ip netns exec \"$@\" >\"$log\" 2>&1 </dev/null & echo $!");
         psi.ArgumentList.Add("sh");
         psi.ArgumentList.Add(log);
-        psi.ArgumentList.Add(h.Namespace);
+        psi.ArgumentList.Add(netns);
         psi.ArgumentList.Add("setsid");
-        psi.ArgumentList.Add("/usr/bin/etcd");
+        psi.ArgumentList.Add(program);
         foreach (var a in args)
         {
             psi.ArgumentList.Add(a);
         }
-        using var p = Process.Start(psi) ?? throw new RelayException(ErrorCode.Kernel, "etcd", "could not start /bin/sh for etcd");
+        using var p = Process.Start(psi) ?? throw new RelayException(ErrorCode.Kernel, comm, $"could not start /bin/sh for {comm}");
         var output = p.StandardOutput.ReadToEnd().Trim();
         p.WaitForExit();
         if (!int.TryParse(output, out var pid))
         {
-            throw new RelayException(ErrorCode.Kernel, "etcd", $"could not start etcd on {h.Name}: {output} {p.StandardError.ReadToEnd().Trim()}");
+            throw new RelayException(ErrorCode.Kernel, comm, $"could not start {comm} in {netns}: {output} {p.StandardError.ReadToEnd().Trim()}");
         }
-        // `ip netns exec` and `setsid` exec into etcd: wait until the recorded pid is etcd itself.
         var clock = Stopwatch.StartNew();
-        while (!IsRecordedProcess(pid, "etcd") && System.IO.Directory.Exists($"/proc/{pid}") && !IsZombie(pid) && clock.ElapsedMilliseconds < 5000)
+        while (!IsRecordedProcess(pid, comm) && System.IO.Directory.Exists($"/proc/{pid}") && !IsZombie(pid) && clock.ElapsedMilliseconds < 5000)
         {
             Thread.Sleep(5);
         }
@@ -273,11 +333,26 @@ public static partial class LabCluster
     /// <summary>
     /// Removes what <paramref name="lab"/>'s record names, and nothing else: its etcd members (only
     /// processes that still are the recorded ones), the host and underlay namespaces, the lab's
-    /// directory and sockets. Returns what was removed.
+    /// directory and sockets. Returns what was removed. A stopped daemon leaves its networks in the
+    /// kernel (as on any host); <paramref name="removeNetworks"/> gets each daemon's record directory
+    /// and removes what those records name (the engine's <c>NetworkRecord</c> knows how).
     /// </summary>
-    public static IReadOnlyList<string> Down(LabRecord lab)
+    public static IReadOnlyList<string> Down(LabRecord lab, Func<string, IEnumerable<string>>? removeNetworks = null)
     {
         var removed = new List<string>();
+        foreach (var h in lab.Hosts)
+        {
+            if (h.DaemonPid > 0 && IsRecordedProcess(h.DaemonPid, "relay"))
+            {
+                StopProcess(h.DaemonPid);
+                removed.Add($"relay daemon {h.Name} (pid {h.DaemonPid})");
+            }
+            var records = Path.Combine(StateDirectory(lab, h), "records");
+            if (removeNetworks is not null && System.IO.Directory.Exists(records))
+            {
+                removed.AddRange(removeNetworks(records));
+            }
+        }
         foreach (var h in lab.Hosts)
         {
             if (IsRecordedProcess(h.EtcdPid, "etcd"))
@@ -332,6 +407,18 @@ public static partial class LabCluster
         if (IsRecordedProcess(host.EtcdPid, "etcd"))
         {
             Signals.Send(host.EtcdPid, Signals.Kill);
+        }
+    }
+
+    /// <summary>Where a host's daemon keeps its store; its records of namespaces are in <c>records/</c> below.</summary>
+    public static string StateDirectory(LabRecord lab, LabHost host) => Path.Combine(lab.Directory, host.Name + ".state");
+
+    /// <summary>Kills a host's relay daemon as a crash would (SIGKILL).</summary>
+    public static void KillDaemon(LabHost host)
+    {
+        if (host.DaemonPid > 0 && IsRecordedProcess(host.DaemonPid, "relay"))
+        {
+            Signals.Send(host.DaemonPid, Signals.Kill);
         }
     }
 

@@ -23,6 +23,10 @@ public static class ResourceName
     public static string? ValidateInstance(string? name, string field, ErrorCollector errors)
         => Validate(name, field, MaxInstanceLength, "instance", errors);
 
+    /// <summary>Validates a cluster node's name (one DNS label, as a host name), adding to <paramref name="errors"/>; returns the canonical form.</summary>
+    public static string? ValidateNode(string? name, string field, ErrorCollector errors)
+        => Validate(name, field, MaxNetworkLength, "node", errors);
+
     private static string? Validate(string? name, string field, int max, string what, ErrorCollector errors)
     {
         if (string.IsNullOrEmpty(name))

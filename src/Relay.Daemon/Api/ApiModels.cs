@@ -11,7 +11,25 @@ public sealed record ApiError(string Error, IReadOnlyList<ApiFieldError>? Errors
 public sealed record ApiFieldError(string Code, string Field, string Message);
 
 /// <summary>The daemon's state at a glance.</summary>
-public sealed record StatusResponse(string Version, DateTimeOffset StartedAt, string Socket, IReadOnlyList<NetworkSummary> Networks, IReadOnlyDictionary<string, string> Failed);
+public sealed record StatusResponse(string Version, DateTimeOffset StartedAt, string Socket, IReadOnlyList<NetworkSummary> Networks, IReadOnlyDictionary<string, string> Failed, ClusterStatus? Cluster = null);
+
+/// <summary>A node of the cluster, as <c>relay node ls</c> shows it.</summary>
+/// <param name="Name">The node's name.</param>
+/// <param name="Underlay">The address other nodes reach it at (null on a single host).</param>
+/// <param name="State"><c>ready</c> (its lease is alive), <c>lost</c> (its lease expired while this daemon watched) or <c>local</c> (single host).</param>
+/// <param name="LeaseAgeSeconds">Seconds since it last renewed its lease.</param>
+/// <param name="Instances">Instances on it, from the cluster's state.</param>
+/// <param name="AppliedRevision">The etcd revision its kernel reflects (0: none recorded yet).</param>
+/// <param name="Lag">Revisions behind the state this daemon has seen.</param>
+/// <param name="Since">When it started, or when it was lost.</param>
+/// <param name="Self">True for the node of the daemon that answers.</param>
+public sealed record NodeInfo(string Name, string? Underlay, string State, double? LeaseAgeSeconds, int Instances, long AppliedRevision, long? Lag, DateTimeOffset Since, bool Self);
+
+/// <summary>One etcd member.</summary>
+public sealed record EtcdMemberInfo(string Name, string ClientUrl, bool Leader, string State, long? Revision);
+
+/// <summary>The cluster at a glance: etcd, this node's watch, every node.</summary>
+public sealed record ClusterStatus(string Node, IReadOnlyList<string> Etcd, IReadOnlyList<EtcdMemberInfo> Members, bool WatchConnected, long WatchRevision, string? LastError, IReadOnlyList<NodeInfo> Nodes);
 
 /// <summary>A network at a glance.</summary>
 public sealed record NetworkSummary(string Name, string Namespace, string Gateway4, string Gateway6, int Services, int Instances, int Healthy, int Flows);

@@ -22,7 +22,8 @@ public static class Endpoints
     public static void Map(IEndpointRouteBuilder app, RelayDaemon daemon)
     {
         var v1 = app.MapGroup("/v1");
-        v1.MapGet("/status", () => Status(daemon)).WithName("status");
+        v1.MapGet("/status", async (CancellationToken ct) => Status(daemon, daemon.Cluster is { } c ? await c.StatusAsync(ct).ConfigureAwait(false) : null)).WithName("status");
+        v1.MapGet("/nodes", (CancellationToken ct) => daemon.NodesAsync(ct));
 
         v1.MapGet("/networks", () => daemon.Networks.Select(Summary).ToArray());
         v1.MapPost("/networks", (NetworkSpec spec) =>
@@ -141,8 +142,8 @@ public static class Endpoints
         await context.Response.Body.FlushAsync(ct).ConfigureAwait(false);
     }
 
-    private static StatusResponse Status(RelayDaemon daemon)
-        => new(Version, daemon.StartedAt, daemon.Options.Socket, daemon.Networks.Select(Summary).ToArray(), daemon.Failed);
+    private static StatusResponse Status(RelayDaemon daemon, ClusterStatus? cluster)
+        => new(Version, daemon.StartedAt, daemon.Options.Socket, daemon.Networks.Select(Summary).ToArray(), daemon.Failed, cluster);
 
     private static NetworkSummary Summary(RelayNetwork n)
     {

@@ -1,0 +1,234 @@
+using System.Globalization;
+using System.Net;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Relay.Cluster;
+using Relay.Cluster.Etcd;
+using Relay.Core.Errors;
+using Relay.Core.Overlay;
+using Relay.Daemon.Api;
+
+namespace Relay.Daemon;
+
+/// <summary>
+/// This daemon as a node of a cluster (<c>relay daemon --node NAME --etcd URL --underlay ADDR</c>): it
+/// holds its node lease, and keeps the cluster's state current from a watch (every node's record
+/// and applied revision), which is what <c>relay node ls</c> and <c>relay status</c> show. Nodes
+/// whose lease expired while this daemon watched are kept as <c>lost</c>.
+/// </summary>
+public sealed partial class ClusterMembership : IAsyncDisposable
+{
+    private readonly EtcdConnection _etcd;
+    private readonly NodeLease _lease;
+    private readonly ClusterWatch _watch;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _watching;
+    private readonly ILogger _log;
+    private readonly Dictionary<string, (NodeRecord Record, DateTimeOffset Since)> _lost = new(StringComparer.Ordinal);
+    private readonly Lock _gate = new();
+    private volatile WatchStep? _state;
+
+    private ClusterMembership(EtcdConnection etcd, NodeLease lease, ILogger log)
+    {
+        _etcd = etcd;
+        _lease = lease;
+        _log = log;
+        _watch = new ClusterWatch(etcd, ClusterKeys.Root);
+        _watching = _watch.RunAsync(Observe, _stop.Token);
+    }
+
+    /// <summary>This node's name.</summary>
+    public string Node => _lease.Record.Name;
+
+    /// <summary>The etcd endpoints.</summary>
+    public IReadOnlyList<string> Endpoints => _etcd.Endpoints;
+
+    /// <summary>Checks the cluster options together; every error at once.</summary>
+    public static void Validate(DaemonOptions options, ErrorCollector errors)
+    {
+        if (options.Etcd.Count == 0)
+        {
+            if (options.Underlay is not null)
+            {
+                errors.Add(ErrorCode.Invalid, "--underlay", "--underlay is for a cluster: it needs --etcd");
+            }
+            return;
+        }
+        EtcdConnection.ParseEndpoints(options.Etcd, "--etcd", errors);
+        Relay.Core.Naming.ResourceName.ValidateNode(options.Node, "--node", errors);
+        if (options.Underlay is null)
+        {
+            errors.Add(ErrorCode.Invalid, "--underlay", "a cluster node needs the address other nodes reach it at: --underlay ADDRESS");
+        }
+        else if (!IPAddress.TryParse(options.Underlay, out _))
+        {
+            errors.Add(ErrorCode.Invalid, "--underlay", $"'{options.Underlay}' is not an IP address");
+        }
+        if (options.LeaseTtl < TimeSpan.FromSeconds(1) || options.LeaseTtl > TimeSpan.FromMinutes(5))
+        {
+            errors.Add(ErrorCode.Invalid, "--lease-ttl", $"the node lease TTL must be between 1s and 5m, not {options.LeaseTtl.TotalSeconds:0.###}s");
+        }
+    }
+
+    /// <summary>Joins: connects, writes the node's record on a new lease, starts watching.</summary>
+    public static async Task<ClusterMembership> JoinAsync(DaemonOptions options, ILogger log, CancellationToken ct = default)
+    {
+        var etcd = new EtcdConnection(options.Etcd);
+        try
+        {
+            var lease = await NodeLease.JoinAsync(etcd, options.Node!, options.Underlay!, VxlanPlan.Mac(options.Node!), options.LeaseTtl, ct).ConfigureAwait(false);
+            LogJoined(log, options.Node!, string.Join(",", etcd.Endpoints), lease.Lease, options.LeaseTtl.TotalSeconds);
+            return new ClusterMembership(etcd, lease, log);
+        }
+        catch
+        {
+            etcd.Dispose();
+            throw;
+        }
+    }
+
+    private Task Observe(WatchStep step)
+    {
+        var before = _state;
+        _state = step;
+        if (before is null)
+        {
+            return Task.CompletedTask;
+        }
+        lock (_gate)
+        {
+            foreach (var key in step.Changed.Where(k => k.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal)))
+            {
+                var name = ClusterKeys.Leaf(key);
+                if (step.State.ContainsKey(key))
+                {
+                    _lost.Remove(name);
+                }
+                else if (before.State.TryGetValue(key, out var json) && ParseNode(json) is { } record)
+                {
+                    _lost[name] = (record, DateTimeOffset.UtcNow);
+                    LogNodeLost(_log, name);
+                }
+            }
+        }
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Every node: live ones from the cluster's state, lost ones this daemon saw go.</summary>
+    public async Task<IReadOnlyList<NodeInfo>> NodesAsync(CancellationToken ct = default)
+    {
+        var state = _state;
+        var result = new List<NodeInfo>();
+        if (state is not null)
+        {
+            var instances = state.State.Where(kv => kv.Key.Contains("/instances/", StringComparison.Ordinal))
+                .Select(kv => JsonDocumentNode(kv.Value)).Where(n => n is not null).GroupBy(n => n!).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+            foreach (var (key, json) in state.State.Where(kv => kv.Key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal)))
+            {
+                if (ParseNode(json) is not { } record)
+                {
+                    continue;
+                }
+                var applied = state.State.TryGetValue(ClusterKeys.Applied(record.Name), out var a) && long.TryParse(a, NumberStyles.None, CultureInfo.InvariantCulture, out var r) ? r : 0;
+                var age = await LeaseAgeAsync(record, ct).ConfigureAwait(false);
+                result.Add(new NodeInfo(record.Name, record.Underlay, "ready", age, instances.GetValueOrDefault(record.Name), applied, applied == 0 ? null : state.Revision - applied, record.StartedAt, record.Name == Node));
+            }
+        }
+        lock (_gate)
+        {
+            foreach (var (name, (record, since)) in _lost)
+            {
+                result.Add(new NodeInfo(name, record.Underlay, "lost", null, 0, 0, null, since, false));
+            }
+        }
+        return result.OrderBy(n => n.Name, StringComparer.Ordinal).ToArray();
+    }
+
+    /// <summary>How long ago a node last renewed its lease (granted TTL minus what is left), null when unknown.</summary>
+    private async Task<double?> LeaseAgeAsync(NodeRecord record, CancellationToken ct)
+    {
+        if (record.Name == Node)
+        {
+            return _lease.SinceRenewal.TotalSeconds;
+        }
+        try
+        {
+            var (granted, left) = await _etcd.LeaseTimeToLiveAsync(record.Lease, ct).ConfigureAwait(false);
+            return left < 0 ? null : granted - left;
+        }
+        catch (RelayException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The cluster's health: etcd members and leader, this node's watch, every node's lag.</summary>
+    public async Task<ClusterStatus> StatusAsync(CancellationToken ct = default)
+    {
+        var members = new List<EtcdMemberInfo>();
+        string? error = null;
+        try
+        {
+            var list = await _etcd.MembersAsync(ct).ConfigureAwait(false);
+            var status = await _etcd.MemberStatusAsync(ct).ConfigureAwait(false);
+            var leader = status.Select(s => s.Status?.Leader ?? 0).FirstOrDefault(l => l != 0);
+            foreach (var m in list)
+            {
+                var url = m.ClientURLs.FirstOrDefault() ?? "";
+                var s = status.FirstOrDefault(x => m.ClientURLs.Contains(x.Endpoint));
+                members.Add(new EtcdMemberInfo(m.Name, url, m.ID == leader, s.Status is null ? (s.Endpoint is null ? "unknown" : "unreachable") : "started", s.Status?.Header.Revision));
+            }
+        }
+        catch (RelayException e)
+        {
+            error = e.Message;
+        }
+        var nodes = await NodesAsync(ct).ConfigureAwait(false);
+        return new ClusterStatus(Node, _etcd.Endpoints, members, _watch.Connected, _watch.Revision, _lease.LastError ?? _watch.LastError ?? error, nodes);
+    }
+
+    private static NodeRecord? ParseNode(string json)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<NodeRecord>(json, ApiJson.Options);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    private static string? JsonDocumentNode(string json)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(json);
+            return doc.RootElement.TryGetProperty("node", out var n) && n.ValueKind == JsonValueKind.String ? n.GetString() : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Leaves the cluster (revokes the lease: others see the node go at once) and stops watching.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await _watching.ConfigureAwait(false);
+        await _lease.DisposeAsync().ConfigureAwait(false);
+        _etcd.Dispose();
+        _stop.Dispose();
+        LogLeft(_log, Node);
+    }
+
+    [LoggerMessage(EventId = 70, Level = LogLevel.Information, Message = "node {Node}: joined the cluster at {Etcd} (lease {Lease:x}, TTL {Ttl}s)")]
+    private static partial void LogJoined(ILogger log, string node, string etcd, long lease, double ttl);
+
+    [LoggerMessage(EventId = 71, Level = LogLevel.Warning, Message = "node {Node}: its lease expired; it left the cluster")]
+    private static partial void LogNodeLost(ILogger log, string node);
+
+    [LoggerMessage(EventId = 72, Level = LogLevel.Information, Message = "node {Node}: left the cluster")]
+    private static partial void LogLeft(ILogger log, string node);
+}
