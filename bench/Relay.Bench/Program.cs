@@ -56,7 +56,10 @@ root.SetAction(parse =>
     Progress("relay-bench: maglev");
     var maglev = new[] { 10, 100 }.Select(MaglevBench.Run).ToArray();
 
-    var results = new BenchResults(mode, started, Machine.Describe(), controlPlane, dataPlane, migration, dns, maglev, Math.Round(wall.Elapsed.TotalSeconds, 1));
+    Progress("relay-bench: cluster store");
+    var cluster = ClusterBench.Run(smoke, quick, Progress);
+
+    var results = new BenchResults(mode, started, Machine.Describe(), controlPlane, dataPlane, migration, dns, maglev, cluster, Math.Round(wall.Elapsed.TotalSeconds, 1));
     var json = parse.GetRequiredValue(jsonOption);
     Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(json))!);
     File.WriteAllText(json, JsonSerializer.Serialize(results, BenchJson.Options) + "\n");
@@ -88,6 +91,7 @@ namespace Relay.Bench
         MigrationBenchResult Migration,
         DnsBenchResult Dns,
         IReadOnlyList<MaglevResult> Maglev,
+        ClusterBenchResult? Cluster,
         double DurationSeconds)
     {
         /// <summary>Every goal of the issue, met or missed in this run (also the report's first table).</summary>

@@ -27,6 +27,10 @@ internal static class Report
         Migration.Render(sb, r.Migration, charts);
         DnsBench.Render(sb, r.Dns, charts);
         MaglevBench.Render(sb, r.Maglev, charts);
+        if (r.Cluster is not null)
+        {
+            ClusterBench.Render(sb, r.Cluster);
+        }
         return sb.ToString();
     }
 }

@@ -1,0 +1,167 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Text;
+using Relay.Cluster;
+using Relay.Cluster.Lab;
+
+namespace Relay.Bench;
+
+internal sealed record LatencySummary(int Samples, double P50Ms, double P99Ms, double MaxMs)
+{
+    public static LatencySummary Of(IReadOnlyCollection<double> ms)
+        => new(ms.Count, Math.Round(Stats.Median(ms), 3), Math.Round(Stats.Percentile(ms, 0.99), 3), Math.Round(ms.Max(), 3));
+}
+
+/// <summary>The cluster store on a 3-member etcd of lab hosts: the floor any convergence is measured against.</summary>
+internal sealed record ClusterBenchResult(
+    int Members,
+    LatencySummary WriteSeenByWatcher,
+    LatencySummary ServiceAdd,
+    LatencySummary ServiceAddContended,
+    double LeaseTtlSeconds,
+    IReadOnlyList<double> NodeGoneAfterLastRenewalMs);
+
+internal static class ClusterBench
+{
+    public static ClusterBenchResult Run(bool smoke, bool quick, Action<string> progress)
+    {
+        var samples = smoke ? 20 : quick ? 100 : 300;
+        var ttl = TimeSpan.FromSeconds(smoke ? 1 : 3);
+        var losses = smoke ? 1 : quick ? 2 : 3;
+        var root = Path.Combine(Path.GetTempPath(), "relay-bench-labs");
+        var lab = LabCluster.UpAsync(new LabOptions { Name = "b" + Guid.NewGuid().ToString("N")[..7], Hosts = 3, Root = root }).GetAwaiter().GetResult();
+        try
+        {
+            using var writer = LabCluster.Connect(lab, 0);
+            using var reader = LabCluster.Connect(lab, 1);
+            using var third = LabCluster.Connect(lab, 2);
+
+            progress($"  etcd write -> watch event on another member, {samples} writes");
+            var floor = WriteToWatch(writer, reader, samples);
+
+            progress($"  service add by transaction, {samples} alone and {samples} from two members at once");
+            var pool4 = IPNetwork.Parse("10.96.0.0/16");
+            var pool6 = IPNetwork.Parse("fd00:96::/112");
+            var alone = new ClusterAllocator(writer, lab.Hosts[0].Name);
+            var aloneMs = new List<double>();
+            for (var i = 0; i < samples; i++)
+            {
+                var t = Stopwatch.GetTimestamp();
+                alone.AddServiceAsync("bench", $"a{i}.com", pool4, pool6).GetAwaiter().GetResult();
+                aloneMs.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+            }
+            var contended = new System.Collections.Concurrent.ConcurrentBag<double>();
+            var small4 = IPNetwork.Parse("10.97.0.0/20");
+            var small6 = IPNetwork.Parse("fd00:97::/116");
+            var racers = new[] { writer, third }.Select((c, k) => Task.Run(async () =>
+            {
+                var a = new ClusterAllocator(c, lab.Hosts[k * 2].Name);
+                for (var i = 0; i < samples / 2; i++)
+                {
+                    var t = Stopwatch.GetTimestamp();
+                    await a.AddServiceAsync("race", $"r{k}-{i}.com", small4, small6).ConfigureAwait(false);
+                    contended.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+                }
+            })).ToArray();
+            Task.WaitAll(racers);
+
+            progress($"  node loss: {losses} node lease(s) of {ttl.TotalSeconds:0} s left to expire");
+            var gone = new List<double>();
+            for (var i = 0; i < losses; i++)
+            {
+                gone.Add(NodeLoss(writer, reader, ttl, i));
+            }
+            return new ClusterBenchResult(lab.Hosts.Count, floor, LatencySummary.Of(aloneMs), LatencySummary.Of(contended.ToArray()), ttl.TotalSeconds, gone);
+        }
+        finally
+        {
+            LabCluster.Down(lab);
+        }
+    }
+
+    private static LatencySummary WriteToWatch(Relay.Cluster.Etcd.EtcdConnection writer, Relay.Cluster.Etcd.EtcdConnection reader, int samples)
+    {
+        var prefix = ClusterKeys.Root + "bench/" + Guid.NewGuid().ToString("N")[..8] + "/";
+        var watch = new ClusterWatch(reader, prefix);
+        var seen = new System.Collections.Concurrent.ConcurrentDictionary<string, long>();
+        using var cts = new CancellationTokenSource();
+        var ready = new TaskCompletionSource();
+        var run = watch.RunAsync(step =>
+        {
+            var now = Stopwatch.GetTimestamp();
+            foreach (var key in step.Changed)
+            {
+                if (step.State.TryGetValue(key, out var v))
+                {
+                    seen.TryAdd(v, now);
+                }
+            }
+            ready.TrySetResult();
+            return Task.CompletedTask;
+        }, cts.Token);
+        ready.Task.Wait(TimeSpan.FromSeconds(10));
+        // The first write also waits for the watch stream to be open.
+        writer.PutAsync(prefix + "k", "warm").GetAwaiter().GetResult();
+        SpinUntil(() => seen.ContainsKey("warm"));
+        var ms = new List<double>();
+        for (var i = 0; i < samples; i++)
+        {
+            var value = i.ToString(CultureInfo.InvariantCulture);
+            var t = Stopwatch.GetTimestamp();
+            writer.PutAsync(prefix + "k", value).GetAwaiter().GetResult();
+            SpinUntil(() => seen.ContainsKey(value));
+            ms.Add(Stopwatch.GetElapsedTime(t, seen[value]).TotalMilliseconds);
+        }
+        cts.Cancel();
+        run.GetAwaiter().GetResult();
+        return LatencySummary.Of(ms);
+    }
+
+    private static double NodeLoss(Relay.Cluster.Etcd.EtcdConnection own, Relay.Cluster.Etcd.EtcdConnection observer, TimeSpan ttl, int run)
+    {
+        var node = $"bench-loss-{run}-{Guid.NewGuid().ToString("N")[..6]}";
+        var lease = NodeLease.JoinAsync(own, node, "198.18.0.9", Relay.Core.Overlay.VxlanPlan.Mac(node), ttl).GetAwaiter().GetResult();
+        Thread.Sleep(ttl * 1.5); // a few renewals first
+        lease.AbandonAsync().GetAwaiter().GetResult();
+        var sinceRenewal = lease.SinceRenewal;
+        var t = Stopwatch.GetTimestamp();
+        var deadline = Stopwatch.StartNew();
+        while (observer.GetAsync(ClusterKeys.Node(node)).GetAwaiter().GetResult() is not null && deadline.Elapsed < ttl * 4)
+        {
+            Thread.Sleep(10);
+        }
+        return Math.Round((sinceRenewal + Stopwatch.GetElapsedTime(t)).TotalMilliseconds, 1);
+    }
+
+    private static void SpinUntil(Func<bool> condition)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (clock.Elapsed > TimeSpan.FromSeconds(10))
+            {
+                throw new TimeoutException("the watch did not deliver a write within 10 s");
+            }
+            Thread.SpinWait(20);
+        }
+    }
+
+    public static void Render(StringBuilder sb, ClusterBenchResult r)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        sb.AppendLine("## Cluster store (etcd, 3 members on lab hosts)");
+        sb.AppendLine();
+        sb.AppendLine(string.Create(inv, $"A lab of {r.Members} simulated hosts on this machine, one etcd member each (Debian's etcd 3.4, default heartbeat and election timeout), driven through Relay's own client (`Relay.Cluster`). This is the floor any cross-host convergence is measured against: an etcd write on one member followed by its watch event on another. Relay's convergence itself (API call -> last node's kernel applied) is not measured yet: the daemons do not yet apply the shared state to their kernels (issue 9's note)."));
+        sb.AppendLine();
+        sb.AppendLine("| operation | samples | p50 (ms) | p99 (ms) | max (ms) |");
+        sb.AppendLine("|---|---:|---:|---:|---:|");
+        void Row(string name, LatencySummary s) => sb.AppendLine(string.Create(inv, $"| {name} | {s.Samples} | {s.P50Ms:F2} | {s.P99Ms:F2} | {s.MaxMs:F2} |"));
+        Row("etcd write -> watch event on another member (the floor)", r.WriteSeenByWatcher);
+        Row("service add: one transaction (service + two address guards), alone", r.ServiceAdd);
+        Row("service add: two members adding at once in one pool (lost races retried)", r.ServiceAddContended);
+        sb.AppendLine();
+        sb.AppendLine(string.Create(inv, $"Node loss: a node that stops renewing its lease (TTL {r.LeaseTtlSeconds:0} s) is gone from the store {string.Join(", ", r.NodeGoneAfterLastRenewalMs.Select(m => (m / 1000).ToString("0.00", inv) + " s"))} after its last renewal (etcd checks expiry every 500 ms; goal for fail-over: within TTL + 1 s = {r.LeaseTtlSeconds + 1:0} s, against Kubernetes' 50 s to call a node NotReady)."));
+        sb.AppendLine();
+    }
+}
