@@ -33,7 +33,7 @@ public sealed class HealthMonitorTests(ITestOutputHelper output)
 
         var killed = Stopwatch.GetTimestamp();
         HealthBed.KillAll(bed.Instance);
-        WaitFor(() => monitor.State == HealthState.Unhealthy, TimeSpan.FromSeconds(3), monitor);
+        WaitFor(() => changes.Count >= 2, TimeSpan.FromSeconds(3), monitor);
 
         var down = changes.Single(c => c.From == HealthState.Healthy && c.To == HealthState.Unhealthy);
         var detection = Stopwatch.GetElapsedTime(killed, down.At);
@@ -44,7 +44,8 @@ public sealed class HealthMonitorTests(ITestOutputHelper output)
 
         var restarted = Stopwatch.GetTimestamp();
         bed.Listen(7001, "echo");
-        WaitFor(() => monitor.State == HealthState.Healthy, TimeSpan.FromSeconds(3), monitor);
+        // The state changes before the Changed event is raised: wait for the event itself.
+        WaitFor(() => changes.Count >= 3, TimeSpan.FromSeconds(3), monitor);
         var up = changes.Last();
         output.WriteLine($"recovery: {Stopwatch.GetElapsedTime(restarted, up.At).TotalMilliseconds:0.0} ms after socat was started (including its start)");
         Assert.Null(monitor.LastError);
