@@ -11,6 +11,9 @@ namespace Relay.Integration.Tests.Cluster;
 /// Real relay daemons on three lab hosts, joined as nodes through the lab's etcd cluster, driven
 /// with the built relay binary as a user would (<c>--socket</c> picks the host).
 /// </summary>
+// Lab processes (etcd, daemons) start through `ip netns exec` while other tests add and delete
+// namespaces: run them apart from the parallel tests.
+[Collection(HostStateCollection.Name)]
 public sealed class ClusterDaemonTests
 {
     [Fact]

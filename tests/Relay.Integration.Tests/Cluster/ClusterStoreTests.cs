@@ -9,6 +9,9 @@ using Relay.Integration.Tests.Support;
 namespace Relay.Integration.Tests.Cluster;
 
 /// <summary>The cluster store against a real 3-member etcd cluster on three lab hosts.</summary>
+// Lab processes (etcd, daemons) start through `ip netns exec` while other tests add and delete
+// namespaces: run them apart from the parallel tests.
+[Collection(HostStateCollection.Name)]
 public sealed class ClusterStoreTests(LabFixture lab) : IClassFixture<LabFixture>
 {
     private static readonly IPNetwork Virtual4 = IPNetwork.Parse("10.96.0.0/16");
@@ -223,6 +226,9 @@ public sealed class ClusterStoreTests(LabFixture lab) : IClassFixture<LabFixture
 }
 
 /// <summary>Members lost and quorum lost, each on a lab of its own (these tests break their lab).</summary>
+// Lab processes (etcd, daemons) start through `ip netns exec` while other tests add and delete
+// namespaces: run them apart from the parallel tests.
+[Collection(HostStateCollection.Name)]
 public sealed class ClusterFailureTests
 {
     [Fact]

@@ -12,6 +12,9 @@ namespace Relay.Integration.Tests.Cluster;
 /// one reaches an instance behind the other over IPv4 and IPv6, over an IPv4 or an IPv6 underlay,
 /// with the reduced MTU on the instance's own veth.
 /// </summary>
+// Lab processes (etcd, daemons) start through `ip netns exec` while other tests add and delete
+// namespaces: run them apart from the parallel tests.
+[Collection(HostStateCollection.Name)]
 public sealed class VxlanOverlayTests(LabFixture lab) : IClassFixture<LabFixture>
 {
     [Theory]
