@@ -67,28 +67,17 @@ public sealed class ClusterAllocator
             var v4 = virtual4 ?? PickFree(pool4, used, "virtual IPv4", "services.virtual4");
             var v6 = virtual6 ?? PickFree(pool6, used, "virtual IPv6", "services.virtual6");
             var claim = new ServiceClaim(service, v4.ToString(), v6.ToString(), spec, request);
-            var txn = new TxnRequest();
-            txn.Compare.Add(Absent(serviceKey));
-            txn.Compare.Add(Absent(ClusterKeys.Address(network, v4)));
-            txn.Compare.Add(Absent(ClusterKeys.Address(network, v6)));
-            txn.Success.Add(Put(serviceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.ServiceClaim)));
-            txn.Success.Add(Put(ClusterKeys.Address(network, v4), "service/" + service));
-            txn.Success.Add(Put(ClusterKeys.Address(network, v6), "service/" + service));
-            txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(serviceKey) } });
-            var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
-            if (response.Succeeded)
+            var outcome = await CreateGuardedAsync(network, serviceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.ServiceClaim), "service/" + service, v4, v6, ct).ConfigureAwait(false);
+            if (outcome.Created)
             {
-                return (claim, response.Header.Revision);
+                return (claim, outcome.Revision);
             }
-            var existing = response.Responses[0].ResponseRange.Kvs;
-            if (existing.Count > 0)
+            if (outcome.Existing is not null)
             {
-                var stored = ClusterJson.TryParse(existing[0].Value.ToStringUtf8(), ClusterJson.Default.ServiceClaim);
-                if (stored?.Request == request)
-                {
-                    return (stored, existing[0].ModRevision);
-                }
-                throw new RelayException(ErrorCode.Duplicate, "services.name", $"service {service} already exists in network {network}");
+                var stored = ClusterJson.TryParse(outcome.Existing, ClusterJson.Default.ServiceClaim);
+                return stored?.Request == request
+                    ? (stored, outcome.Revision)
+                    : throw new RelayException(ErrorCode.Duplicate, "services.name", $"service {service} already exists in network {network}");
             }
             if (virtual4 is not null || virtual6 is not null)
             {
@@ -144,30 +133,19 @@ public sealed class ClusterAllocator
                 var a4 = await blocks4.NextAsync(this, ct).ConfigureAwait(false);
                 var a6 = await blocks6.NextAsync(this, ct).ConfigureAwait(false);
                 var claim = new InstanceClaim(id, service, Node, a4.ToString(), a6.ToString(), spec, request);
-                var txn = new TxnRequest();
-                txn.Compare.Add(Absent(instanceKey));
-                txn.Compare.Add(Absent(ClusterKeys.Address(network, a4)));
-                txn.Compare.Add(Absent(ClusterKeys.Address(network, a6)));
-                txn.Success.Add(Put(instanceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.InstanceClaim)));
-                txn.Success.Add(Put(ClusterKeys.Address(network, a4), "instance/" + id));
-                txn.Success.Add(Put(ClusterKeys.Address(network, a6), "instance/" + id));
-                txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(instanceKey) } });
-                var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
-                if (response.Succeeded)
+                var outcome = await CreateGuardedAsync(network, instanceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.InstanceClaim), "instance/" + id, a4, a6, ct).ConfigureAwait(false);
+                if (outcome.Created)
                 {
                     blocks4.MarkUsed(a4);
                     blocks6.MarkUsed(a6);
-                    return (claim, response.Header.Revision);
+                    return (claim, outcome.Revision);
                 }
-                var existing = response.Responses[0].ResponseRange.Kvs;
-                if (existing.Count > 0)
+                if (outcome.Existing is not null)
                 {
-                    var stored = ClusterJson.TryParse(existing[0].Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim);
-                    if (stored?.Request == request)
-                    {
-                        return (stored, existing[0].ModRevision);
-                    }
-                    throw new RelayException(ErrorCode.Duplicate, "instances.id", $"instance {id} already exists in network {network}");
+                    var stored = ClusterJson.TryParse(outcome.Existing, ClusterJson.Default.InstanceClaim);
+                    return stored?.Request == request
+                        ? (stored, outcome.Revision)
+                        : throw new RelayException(ErrorCode.Duplicate, "instances.id", $"instance {id} already exists in network {network}");
                 }
                 // An address of our own block was taken: what this node knew was stale (another
                 // daemon of the same node name, or a record written by hand). Learn again.
@@ -194,6 +172,33 @@ public sealed class ClusterAllocator
         await blocks.LoadAsync(this, ct).ConfigureAwait(false);
         _blocks[(network, family)] = blocks;
         return blocks;
+    }
+
+    /// <summary>What <see cref="CreateGuardedAsync"/> found: created (at Revision), or the key's stored value (at Revision), or neither (an address was taken).</summary>
+    private readonly record struct Outcome(bool Created, long Revision, string? Existing);
+
+    /// <summary>
+    /// One transaction: <paramref name="key"/> with <paramref name="json"/>, and the guards of
+    /// <paramref name="a4"/> and <paramref name="a6"/> owned by <paramref name="owner"/>, each required
+    /// not to exist. When it fails, the key's stored value comes back in the same round trip.
+    /// </summary>
+    private async Task<Outcome> CreateGuardedAsync(string network, string key, string json, string owner, IPAddress a4, IPAddress a6, CancellationToken ct)
+    {
+        var txn = new TxnRequest();
+        txn.Compare.Add(Absent(key));
+        txn.Compare.Add(Absent(ClusterKeys.Address(network, a4)));
+        txn.Compare.Add(Absent(ClusterKeys.Address(network, a6)));
+        txn.Success.Add(Put(key, json));
+        txn.Success.Add(Put(ClusterKeys.Address(network, a4), owner));
+        txn.Success.Add(Put(ClusterKeys.Address(network, a6), owner));
+        txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(key) } });
+        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+        if (response.Succeeded)
+        {
+            return new Outcome(true, response.Header.Revision, null);
+        }
+        var existing = response.Responses[0].ResponseRange.Kvs;
+        return existing.Count > 0 ? new Outcome(false, existing[0].ModRevision, existing[0].Value.ToStringUtf8()) : new Outcome(false, 0, null);
     }
 
     private static IPAddress PickFree(IPNetwork prefix, IReadOnlySet<string> used, string name, string field)
