@@ -39,10 +39,18 @@ public class DnsAllocationTests
         }
         RunAll(1000);
 
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        RunAll(10_000);
-        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // The runtime itself may allocate on this thread now and then while the
+        // window is open (tiered JIT promoting a method: a clean-clone CI run saw
+        // 7 KB once). A real allocation on the warm path shows in every window
+        // (10,000 rounds of 10 queries), so the best of three windows must be 0.
+        var best = long.MaxValue;
+        for (var attempt = 0; attempt < 3 && best != 0; attempt++)
+        {
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            RunAll(10_000);
+            best = Math.Min(best, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
 
-        Assert.Equal(0, allocated);
+        Assert.Equal(0, best);
     }
 }
