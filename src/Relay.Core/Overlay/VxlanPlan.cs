@@ -28,8 +28,12 @@ public sealed record OverlayEntry(string Tool, string Replace, string Delete);
 /// </summary>
 public static class VxlanPlan
 {
-    /// <summary>The device's name: there is one per orchestrator namespace, and it exists only there.</summary>
-    public const string DeviceName = "rvx0";
+    /// <summary>
+    /// The device's name: there is one per orchestrator namespace, and it exists only there. Not
+    /// <c>rv...</c>: the anti-spoofing guard treats every <c>rv*</c> link as one instance's veth,
+    /// and packets from other nodes' instances arrive here with their own sources.
+    /// </summary>
+    public const string DeviceName = "relay-vx0";
 
     /// <summary>The IANA VXLAN port.</summary>
     public const int Port = 4789;

@@ -188,7 +188,27 @@ public sealed partial class DataplaneRuntime : IDisposable
         lock (_gate)
         {
             var started = Stopwatch.GetTimestamp();
-            var plan = _image.Plan(services, removedServices, links, removedLinks, flows, removedFlows);
+            Run(_image.Plan(services, removedServices, links, removedLinks, flows, removedFlows), started);
+        }
+    }
+
+    /// <summary>
+    /// Makes the table hold exactly <paramref name="desired"/>, in ONE transaction of what differs
+    /// from what it holds (the whole table after a failure): the reconciler's one write. On failure
+    /// the kernel still holds the previous state and a <see cref="RelayException"/> is thrown.
+    /// </summary>
+    public void Sync(DataplaneSpec desired)
+    {
+        lock (_gate)
+        {
+            var started = Stopwatch.GetTimestamp();
+            Run(_image.PlanSync(desired), started);
+        }
+    }
+
+    private void Run(DataplanePlan plan, long started)
+    {
+        {
             var tx = _dirty ? NftScript.Full(_image.ToRuleset(plan)) : plan.Transaction;
             if (!tx.IsEmpty)
             {

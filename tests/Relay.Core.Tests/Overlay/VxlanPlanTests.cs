@@ -60,10 +60,10 @@ public sealed class VxlanPlanTests
 
         Assert.Equal(4, entries.Count);
         Assert.Equal("bridge", entries[0].Tool);
-        Assert.Equal($"fdb replace {VxlanPlan.Mac("host2")} dev rvx0 dst 198.18.1.2 self permanent", entries[0].Replace);
-        Assert.Equal($"neigh replace {VxlanPlan.NextHop("host2")} lladdr {VxlanPlan.Mac("host2")} dev rvx0 nud permanent", entries[1].Replace);
-        Assert.Equal($"route replace 10.64.0.64/26 via inet6 {VxlanPlan.NextHop("host2")} dev rvx0", entries[2].Replace);
-        Assert.Equal($"route replace fd00:64::40/122 via {VxlanPlan.NextHop("host2")} dev rvx0", entries[3].Replace);
+        Assert.Equal($"fdb replace {VxlanPlan.Mac("host2")} dev relay-vx0 dst 198.18.1.2 self permanent", entries[0].Replace);
+        Assert.Equal($"neigh replace {VxlanPlan.NextHop("host2")} lladdr {VxlanPlan.Mac("host2")} dev relay-vx0 nud permanent", entries[1].Replace);
+        Assert.Equal($"route replace 10.64.0.64/26 via inet6 {VxlanPlan.NextHop("host2")} dev relay-vx0", entries[2].Replace);
+        Assert.Equal($"route replace fd00:64::40/122 via {VxlanPlan.NextHop("host2")} dev relay-vx0", entries[3].Replace);
     }
 
     [Fact]

@@ -1,0 +1,130 @@
+using System.Collections.Immutable;
+using System.Net;
+using Relay.Core.Dataplane;
+using Relay.Core.Dns;
+using Relay.Core.LoadBalancing;
+using Relay.Core.Overlay;
+
+namespace Relay.Core.Reconcile;
+
+/// <summary>What one node's kernel holds for one network, derived from the desired state alone.</summary>
+/// <param name="Node">The node.</param>
+/// <param name="Revision">The state's revision.</param>
+/// <param name="Dataplane">Relay's nft table in the node's orchestrator: every service with every live active instance (local ones reached over their veth, remote ones over the overlay), and the local instances' links.</param>
+/// <param name="Local">The instances this node runs (any mode: a draining one still has its namespace).</param>
+/// <param name="Peers">The other live nodes and the blocks routed to them over VXLAN.</param>
+/// <param name="Names">What the node's DNS server answers.</param>
+/// <param name="Balancers">Per service: the instances that take its new flows, in slot order.</param>
+public sealed record NodeView(
+    string Node,
+    long Revision,
+    DataplaneSpec Dataplane,
+    ImmutableArray<InstanceEntry> Local,
+    ImmutableArray<VxlanPeer> Peers,
+    ImmutableArray<DnsServiceEntry> Names,
+    ImmutableDictionary<string, ImmutableArray<InstanceEntry>> Balancers);
+
+/// <summary>Conntrack entries that must go after a step: stateless flows to <see cref="Virtual"/> translated to one of <see cref="Backends"/>.</summary>
+/// <param name="Service">The service.</param>
+/// <param name="Virtual">Its virtual addresses.</param>
+/// <param name="Backends">Addresses of instances that no longer take its flows.</param>
+public sealed record StaleTranslation(string Service, ImmutableArray<IPAddress> Virtual, ImmutableArray<IPAddress> Backends);
+
+/// <summary>
+/// The reconciler's pure half, as kube-proxy's one sync path: <c>Project(state)</c> is everything a
+/// node's kernel should hold, whatever operation led to that state; what a step must clean up in
+/// conntrack is <c>Stale(Project(before), Project(after))</c>, not something each operation decides.
+/// </summary>
+public static class Projection
+{
+    /// <summary>What <paramref name="node"/>'s kernel holds for <paramref name="state"/>.</summary>
+    public static NodeView Project(NetworkState state, string node)
+    {
+        var byService = new Dictionary<string, List<InstanceEntry>>(StringComparer.Ordinal);
+        var local = ImmutableArray.CreateBuilder<InstanceEntry>();
+        foreach (var instance in state.Instances.Values)
+        {
+            if (instance.Node == node)
+            {
+                local.Add(instance);
+            }
+            // An instance whose node's lease is gone takes no new flows anywhere (as a failed
+            // health check): nothing answers there, or nothing the others can reach.
+            if (instance.Mode == InstanceMode.Active && state.Nodes.ContainsKey(instance.Node))
+            {
+                if (!byService.TryGetValue(instance.Service, out var list))
+                {
+                    byService[instance.Service] = list = [];
+                }
+                list.Add(instance);
+            }
+        }
+        var balancers = ImmutableDictionary.CreateBuilder<string, ImmutableArray<InstanceEntry>>(StringComparer.Ordinal);
+        var services = new List<DataplaneService>(state.Services.Count);
+        var names = ImmutableArray.CreateBuilder<DnsServiceEntry>(state.Services.Count);
+        foreach (var svc in state.Services.Values)
+        {
+            var members = byService.TryGetValue(svc.Name, out var list) ? InSlotOrder(svc, list) : [];
+            balancers[svc.Name] = members;
+            services.Add(new DataplaneService(svc.Name, svc.Vip4, svc.Vip6, svc.Policy, Maglev.TableSize(members.Length), svc.Ports,
+                members.Select(m => new DataplaneBackend(m.Name, m.Address4, m.Address6)).ToArray()));
+            names.Add(new DnsServiceEntry(svc.Name, svc.Vip4, svc.Vip6, svc.Ports, false));
+        }
+        var links = local.Select(i => new DataplaneLink(HostInterface(i), i.Address4, i.Address6)).ToArray();
+        var peers = state.Nodes.Values.Where(n => n.Name != node)
+            .Select(n => new VxlanPeer(n.Name, n.Underlay, state.Blocks.Where(b => b.Node == n.Name).Select(b => b.Prefix).OrderBy(p => p.ToString(), StringComparer.Ordinal).ToArray()))
+            .ToImmutableArray();
+        return new NodeView(node, state.Revision, new DataplaneSpec(services, links), local.ToImmutable(), peers, names.ToImmutable(), balancers.ToImmutable());
+    }
+
+    /// <summary>
+    /// The orchestrator end of a local instance's veth: <c>rv</c> and the instance's IPv4 address in
+    /// hex (10 characters, within IFNAMSIZ). The address is unique in the network and fixed for the
+    /// instance's life, and every node derives the same name without a counter of its own.
+    /// </summary>
+    public static string HostInterface(InstanceEntry instance)
+    {
+        var b = instance.Address4.GetAddressBytes();
+        var value = ((uint)b[0] << 24) | ((uint)b[1] << 16) | ((uint)b[2] << 8) | b[3];
+        return NftNames.HostInterfacePrefix + value.ToString("x8", System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>The conntrack entries a step from <paramref name="before"/> to <paramref name="after"/> leaves stale.</summary>
+    public static IReadOnlyList<StaleTranslation> Stale(NodeView? before, NodeView after)
+    {
+        if (before is null)
+        {
+            return [];
+        }
+        var result = new List<StaleTranslation>();
+        var vips = after.Dataplane.Services.ToDictionary(s => s.Name, s => ImmutableArray.Create(s.Vip4, s.Vip6), StringComparer.Ordinal);
+        foreach (var s in before.Dataplane.Services)
+        {
+            vips.TryAdd(s.Name, [s.Vip4, s.Vip6]);
+        }
+        foreach (var (service, was) in before.Balancers)
+        {
+            var now = after.Balancers.TryGetValue(service, out var n) ? n.Select(i => i.Name).ToHashSet(StringComparer.Ordinal) : [];
+            var gone = was.Where(i => !now.Contains(i.Name)).SelectMany(i => new[] { i.Address4, i.Address6 }).ToImmutableArray();
+            if (gone.Length > 0)
+            {
+                result.Add(new StaleTranslation(service, vips[service], gone));
+            }
+        }
+        return result;
+    }
+
+    private static ImmutableArray<InstanceEntry> InSlotOrder(ServiceEntry svc, List<InstanceEntry> members)
+    {
+        if (svc.Slots.IsDefaultOrEmpty)
+        {
+            return [.. members.OrderBy(m => m.Name, StringComparer.Ordinal)];
+        }
+        var position = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (var i = 0; i < svc.Slots.Length; i++)
+        {
+            position.TryAdd(svc.Slots[i], i);
+        }
+        return [.. members.OrderBy(m => position.GetValueOrDefault(m.Name, int.MaxValue)).ThenBy(m => m.Name, StringComparer.Ordinal)];
+    }
+}
