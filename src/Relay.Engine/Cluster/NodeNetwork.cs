@@ -1,0 +1,361 @@
+using System.Collections.Immutable;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Relay.Core.Addressing;
+using Relay.Core.Dns;
+using Relay.Core.Errors;
+using Relay.Core.Overlay;
+using Relay.Core.Reconcile;
+using Relay.Engine.Dataplane;
+using Relay.Engine.Dns;
+using Relay.Linux.Namespaces;
+using Relay.Linux.Processes;
+using Relay.Linux.Topology;
+
+namespace Relay.Engine.Cluster;
+
+/// <summary>What one <see cref="NodeNetwork.Reconcile"/> did.</summary>
+/// <param name="Revision">The state's revision now applied.</param>
+/// <param name="Wired">Local instances created.</param>
+/// <param name="Removed">Local instances removed.</param>
+/// <param name="StaleFlows">Stateless conntrack entries deleted.</param>
+/// <param name="PeersChanged">Whether the overlay's entries changed.</param>
+/// <param name="Elapsed">Time from the call to the kernel holding the state.</param>
+public sealed record ReconcileResult(long Revision, int Wired, int Removed, int StaleFlows, bool PeersChanged, TimeSpan Elapsed);
+
+/// <summary>
+/// One network's part on one node of a cluster: the node's orchestrator namespace, its nft table,
+/// its end of the VXLAN overlay, its DNS server and the namespaces of the instances the node runs.
+/// <para>
+/// It has one operation, <see cref="Reconcile"/>: given the whole desired state it derives this
+/// node's view (<see cref="Projection.Project"/>) and brings the kernel there, in a fixed order that
+/// makes every step safe for the flows in between: new local instances are wired before any table
+/// points at them; the table (every service's map) changes in one nft transaction; the conntrack
+/// entries that the step left stale are deleted after it; peers are synced; instances that left are
+/// removed last, when nothing points at them any more; the DNS table is published. Whatever led to a
+/// state (an add, a migration, a node's loss), this is the only path to the kernel.
+/// </para>
+/// </summary>
+public sealed partial class NodeNetwork : IDisposable
+{
+    private readonly object _gate = new();
+    private readonly NetworkOptions _options;
+    private readonly ILogger _log;
+    private readonly NetnsThread _orchestrator;
+    private readonly DataplaneRuntime _dataplane;
+    private readonly Gateways _gateways;
+    private readonly int _mtu;
+    private readonly DnsServer? _dns;
+    private readonly IReadOnlyList<string> _zones;
+    private readonly Dictionary<string, InstanceProcess> _processes = new(StringComparer.Ordinal);
+    private volatile NameTable _names = NameTable.Empty;
+    private NodeView? _applied;
+    private bool _disposed;
+
+    private NodeNetwork(NetworkOptions options, ILogger log, NetnsThread orchestrator, DataplaneRuntime dataplane, Gateways gateways, int mtu, IReadOnlyList<string> zones, Func<NodeNetwork, DnsServer?> dns)
+    {
+        _options = options;
+        _log = log;
+        _orchestrator = orchestrator;
+        _dataplane = dataplane;
+        _gateways = gateways;
+        _mtu = mtu;
+        _zones = zones;
+        _dns = dns(this);
+    }
+
+    /// <summary>The network.</summary>
+    public string Network => _options.Name;
+
+    /// <summary>This node.</summary>
+    public string Node => _options.Node!;
+
+    /// <summary>The orchestrator namespace.</summary>
+    public string OrchestratorNamespace => NetworkNames.Orchestrator(_options.Name, _options.Node);
+
+    /// <summary>The revision of the state last applied (0 before the first).</summary>
+    public long AppliedRevision => Volatile.Read(ref _appliedRevision);
+
+    private long _appliedRevision;
+
+    /// <summary>The gateway addresses (the DNS server listens there).</summary>
+    public Gateways Gateways => _gateways;
+
+    /// <summary>The view last applied.</summary>
+    public NodeView? Applied
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _applied;
+            }
+        }
+    }
+
+    /// <summary>The namespace of local instance <paramref name="instance"/>.</summary>
+    public string InstanceNamespace(string instance) => NetworkNames.Instance(_options.Name, instance, _options.Node);
+
+    /// <summary>The data plane (for inspection by tests and status).</summary>
+    public DataplaneRuntime Dataplane => _dataplane;
+
+    /// <summary>
+    /// Creates the node's part of the network: orchestrator, table, VXLAN device with its socket in
+    /// <paramref name="hostNamespace"/> (null: this process's), DNS server; nothing is left behind on
+    /// failure. <paramref name="underlay"/> is this node's underlay address; its family sets the MTU.
+    /// </summary>
+    public static NodeNetwork Open(NetworkOptions options, IPAddress underlay, string? hostNamespace = null, ILogger? logger = null)
+    {
+        var log = logger ?? NullLogger.Instance;
+        var errors = new ErrorCollector();
+        if (options.Node is null)
+        {
+            errors.Add(ErrorCode.Invalid, "node", "a cluster network needs the node's name");
+        }
+        var pool4 = Pool(options.InstancePool4, "network.instancePool4", AddressFamily.InterNetwork, errors);
+        var pool6 = Pool(options.InstancePool6, "network.instancePool6", AddressFamily.InterNetworkV6, errors);
+        errors.ThrowIfAny();
+
+        var gateways = new Gateways(Gateway(pool4!.Value), Gateway(pool6!.Value));
+        var mtu = VxlanPlan.Mtu(underlay.AddressFamily);
+        var ns = NetworkNames.Orchestrator(options.Name, options.Node);
+        var thread = TopologyBuilder.CreateOrchestrator(ns);
+        DataplaneRuntime? dataplane = null;
+        try
+        {
+            // The record first: a crash from here on leaves nothing that 'relay down' cannot find.
+            new NetworkRecord { Network = options.Name, OwnerPid = Environment.ProcessId, Orchestrator = ns, Node = options.Node }.Save(options.RecordDirectory);
+            dataplane = DataplaneRuntime.Open(thread, options.Name, log);
+            VxlanOverlay.Create(hostNamespace, ns, options.Name, options.Node!, underlay, mtu);
+            var zones = options.Dns.Zones.Select(z => z.TrimEnd('.').ToLowerInvariant()).ToArray();
+            var network = new NodeNetwork(options, log, thread, dataplane, gateways, mtu, zones, n => options.Dns.Enabled
+                ? DnsServer.Start(thread, [gateways.V4, gateways.V6], 53, () => n._names, new DnsOptions { Zones = zones, Ttl = options.Dns.Ttl }, null, [], log)
+                : null);
+            LogOpened(log, options.Name, options.Node!, ns, mtu);
+            return network;
+        }
+        catch
+        {
+            dataplane?.Dispose();
+            thread.Dispose();
+            NamespacedProcess.KillNamespace(ns);
+            Netns.Delete(ns);
+            File.Delete(NetworkRecord.PathFor(options.RecordDirectory, options.Name));
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Brings this node's kernel to <paramref name="state"/>. A state whose revision is not newer
+    /// than the one applied changes nothing. Throws (and leaves the table as it was) when the kernel
+    /// refuses the transaction; the next call retries from what was last applied.
+    /// </summary>
+    public ReconcileResult Reconcile(NetworkState state)
+    {
+        var started = Stopwatch.GetTimestamp();
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (state.Network != _options.Name)
+            {
+                throw new ArgumentException($"state of network '{state.Network}' given to network '{_options.Name}'", nameof(state));
+            }
+            if (_applied is { } last && state.Revision != 0 && state.Revision <= last.Revision)
+            {
+                return new ReconcileResult(last.Revision, 0, 0, 0, false, Stopwatch.GetElapsedTime(started));
+            }
+            var view = Projection.Project(state, Node);
+            var before = _applied?.Local.ToDictionary(i => i.Name, StringComparer.Ordinal) ?? [];
+            var after = view.Local.ToDictionary(i => i.Name, StringComparer.Ordinal);
+
+            // 1. Wire what is new (or changed address: a new instance under an old name).
+            var wired = 0;
+            foreach (var instance in view.Local)
+            {
+                if (before.TryGetValue(instance.Name, out var was) && Equals(was.Address4, instance.Address4) && Equals(was.Address6, instance.Address6))
+                {
+                    continue;
+                }
+                if (was is not null)
+                {
+                    Unwire(was);
+                }
+                Wire(instance);
+                wired++;
+            }
+            SaveRecord(view);
+
+            // 2. The table, in one transaction.
+            _dataplane.Sync(view.Dataplane);
+
+            // 3. Conntrack: stateless flows of instances that left a balancer follow at once.
+            var stale = 0;
+            foreach (var s in Projection.Stale(_applied, view))
+            {
+                stale += _dataplane.DeleteStaleStatelessFlows(s.Virtual, s.Backends);
+            }
+
+            // 4. The overlay.
+            var peersChanged = !SamePeers(_applied?.Peers ?? [], view.Peers);
+            if (peersChanged)
+            {
+                VxlanOverlay.Sync(OrchestratorNamespace, _applied?.Peers ?? [], view.Peers);
+            }
+
+            // 5. Instances that left this node, now that no map points at them.
+            var removed = 0;
+            foreach (var (name, was) in before)
+            {
+                if (!after.ContainsKey(name))
+                {
+                    Unwire(was);
+                    removed++;
+                }
+            }
+
+            // 6. Names.
+            _names = NameTable.Build(view.Names);
+            _applied = view;
+            Volatile.Write(ref _appliedRevision, view.Revision);
+            var elapsed = Stopwatch.GetElapsedTime(started);
+            LogReconciled(_log, _options.Name, Node, view.Revision, wired, removed, stale, peersChanged, elapsed.TotalMilliseconds);
+            return new ReconcileResult(view.Revision, wired, removed, stale, peersChanged, elapsed);
+        }
+    }
+
+    private void Wire(InstanceEntry instance)
+    {
+        var wiring = WiringOf(instance);
+        TopologyBuilder.WireInstance(OrchestratorNamespace, _gateways, wiring, _mtu);
+        try
+        {
+            if (_dns is not null)
+            {
+                NetnsEtc.WriteResolvConf(wiring.Namespace, [_gateways.V4, _gateways.V6], _zones,
+                    $"written by relay for instance {instance.Name} of network {_options.Name} on node {Node}; removed with the instance");
+            }
+            if (instance.Command is { IsDefaultOrEmpty: false } command)
+            {
+                var log = Path.Combine(_options.LogDirectory, _options.Name, instance.Name + ".log");
+                Directory.CreateDirectory(Path.GetDirectoryName(log)!);
+                _processes[instance.Name] = InstanceProcess.Start(wiring.Namespace, command, log,
+                    new Dictionary<string, string> { ["RELAY_INSTANCE"] = instance.Name, ["RELAY_SERVICE"] = instance.Service, ["RELAY_NODE"] = Node });
+            }
+        }
+        catch
+        {
+            NamespacedProcess.KillNamespace(wiring.Namespace);
+            TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
+            NetnsEtc.Remove(wiring.Namespace);
+            throw;
+        }
+    }
+
+    private void Unwire(InstanceEntry instance)
+    {
+        var wiring = WiringOf(instance);
+        if (_processes.Remove(instance.Name, out var process))
+        {
+            process.Dispose();
+        }
+        NamespacedProcess.KillNamespace(wiring.Namespace);
+        TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
+        NetnsEtc.Remove(wiring.Namespace);
+    }
+
+    private InstanceWiring WiringOf(InstanceEntry instance)
+        => new(InstanceNamespace(instance.Name), Projection.HostInterface(instance), instance.Address4, instance.Address6);
+
+    private void SaveRecord(NodeView view)
+        => new NetworkRecord
+        {
+            Network = _options.Name,
+            OwnerPid = Environment.ProcessId,
+            Orchestrator = OrchestratorNamespace,
+            Node = Node,
+            Instances = (_applied?.Local ?? []).Concat(view.Local).Select(i => InstanceNamespace(i.Name)).Distinct().ToArray(),
+        }.Save(_options.RecordDirectory);
+
+    private static bool SamePeers(ImmutableArray<VxlanPeer> a, ImmutableArray<VxlanPeer> b)
+        => a.Length == b.Length && a.Zip(b).All(p => p.First.Node == p.Second.Node && p.First.Underlay.Equals(p.Second.Underlay) && p.First.Blocks.SequenceEqual(p.Second.Blocks));
+
+    private static IPNetwork? Pool(string text, string field, AddressFamily family, ErrorCollector errors)
+    {
+        if (!IPNetwork.TryParse(text, out var prefix) || prefix.BaseAddress.AddressFamily != family)
+        {
+            errors.Add(ErrorCode.Invalid, field, $"'{text}' is not an {(family == AddressFamily.InterNetwork ? "IPv4" : "IPv6")} prefix");
+            return null;
+        }
+        return prefix;
+    }
+
+    private static IPAddress Gateway(IPNetwork prefix) => IpMath.FromInteger(IpMath.ToInteger(prefix.BaseAddress) + 1, prefix.BaseAddress.AddressFamily);
+
+    /// <summary>
+    /// Removes the node's part of the network: instances, DNS server, overlay, orchestrator (its
+    /// table goes with it) and the record. What other nodes hold is theirs.
+    /// </summary>
+    public void Remove()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            foreach (var instance in _applied?.Local ?? [])
+            {
+                Try(() => Unwire(instance));
+            }
+            Dispose();
+            Try(() => VxlanOverlay.Remove(OrchestratorNamespace));
+            Try(() => NamespacedProcess.KillNamespace(OrchestratorNamespace));
+            Try(() => Netns.Delete(OrchestratorNamespace));
+            Try(() => File.Delete(NetworkRecord.PathFor(_options.RecordDirectory, _options.Name)));
+        }
+    }
+
+    private void Try(Action step)
+    {
+        try
+        {
+            step();
+        }
+        catch (Exception e) when (e is RelayException or IOException)
+        {
+            LogRemoveFailed(_log, _options.Name, Node, e.Message);
+        }
+    }
+
+    /// <summary>Stops the DNS server and leaves the kernel as it is (a daemon stopping: forwarding goes on).</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+            _disposed = true;
+            foreach (var p in _processes.Values)
+            {
+                p.Dispose();
+            }
+            _dns?.Dispose();
+            _dataplane.Dispose();
+            _orchestrator.Dispose();
+        }
+    }
+
+    [LoggerMessage(EventId = 80, Level = LogLevel.Information, Message = "network {Network} on node {Node}: orchestrator {Namespace} ready, overlay MTU {Mtu}")]
+    private static partial void LogOpened(ILogger log, string network, string node, string @namespace, int mtu);
+
+    [LoggerMessage(EventId = 81, Level = LogLevel.Debug, Message = "network {Network} on node {Node}: revision {Revision} applied (+{Wired}/-{Removed} instances, {Stale} stale flows, peers changed: {Peers}) in {Ms:F2} ms")]
+    private static partial void LogReconciled(ILogger log, string network, string node, long revision, int wired, int removed, int stale, bool peers, double ms);
+
+    [LoggerMessage(EventId = 82, Level = LogLevel.Warning, Message = "network {Network} on node {Node}: a removal step failed: {Error}")]
+    private static partial void LogRemoveFailed(ILogger log, string network, string node, string error);
+}
