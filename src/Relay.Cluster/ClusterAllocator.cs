@@ -98,7 +98,7 @@ public sealed class ClusterAllocator
         }
         var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.ServiceClaim);
         var txn = new TxnRequest();
-        txn.Compare.Add(new Compare { Key = kv.Key, Target = Compare.Types.CompareTarget.Mod, Result = Compare.Types.CompareResult.Equal, ModRevision = kv.ModRevision });
+        txn.Compare.Add(ModIs(kv));
         txn.Success.Add(Delete(serviceKey));
         if (claim is not null)
         {
@@ -114,12 +114,89 @@ public sealed class ClusterAllocator
     }
 
     /// <summary>
+    /// Re-points <paramref name="service"/> to <paramref name="target"/>, make before break, in ONE
+    /// transaction that holds only if none of the records it read changed since: the target becomes
+    /// active and takes the slot of the instance it replaces (the first active one, or a new slot),
+    /// every other active instance of the service starts draining. Every node applies the result
+    /// from its watch; the revision returned is the one to wait for.
+    /// </summary>
+    public async Task<long> RepointAsync(string network, string service, string target, CancellationToken ct = default)
+    {
+        var serviceKv = await _etcd.GetAsync(ClusterKeys.Service(network, service), ct).ConfigureAwait(false)
+            ?? throw new RelayException(ErrorCode.NotFound, "service", $"no service {service} in network {network}");
+        var claim = ClusterJson.TryParse(serviceKv.Value.ToStringUtf8(), ClusterJson.Default.ServiceClaim)
+            ?? throw new RelayException(ErrorCode.Invalid, "service", $"the record of service {service} is not one Relay wrote");
+        var (kvs, _) = await _etcd.GetPrefixAsync(ClusterKeys.InstancesPrefix(network), ct).ConfigureAwait(false);
+        var instances = kvs.Select(kv => (Kv: kv, Claim: ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim)))
+            .Where(x => x.Claim?.Service == service).ToArray();
+        var to = instances.FirstOrDefault(x => x.Claim!.Id == target);
+        if (to.Claim is null)
+        {
+            throw new RelayException(ErrorCode.NotFound, "to", $"no instance {target} of service {service} in network {network}");
+        }
+        var active = instances.Where(x => x.Claim!.Id != target && x.Claim.Mode is null or "active").ToArray();
+        var slots = (claim.Slots?.AsEnumerable() ?? instances.Where(x => x.Claim!.Mode is null or "active").Select(x => x.Claim!.Id).Order(StringComparer.Ordinal)).ToList();
+        var replaced = slots.FindIndex(s => active.Any(a => a.Claim!.Id == s));
+        slots.RemoveAll(s => s == target);
+        if (replaced >= 0 && replaced < slots.Count)
+        {
+            slots[replaced] = target;
+        }
+        else
+        {
+            slots.Add(target);
+        }
+        slots.RemoveAll(s => s != target && active.Any(a => a.Claim!.Id == s));
+
+        var txn = new TxnRequest();
+        txn.Compare.Add(ModIs(serviceKv));
+        txn.Success.Add(Put(ClusterKeys.Service(network, service), JsonSerializer.Serialize(claim with { Slots = slots }, ClusterJson.Default.ServiceClaim)));
+        txn.Compare.Add(ModIs(to.Kv));
+        txn.Success.Add(Put(ClusterKeys.Instance(network, target), JsonSerializer.Serialize(to.Claim with { Mode = null }, ClusterJson.Default.InstanceClaim)));
+        foreach (var (kv, old) in active)
+        {
+            txn.Compare.Add(ModIs(kv));
+            txn.Success.Add(Put(ClusterKeys.Instance(network, old!.Id), JsonSerializer.Serialize(old with { Mode = "draining" }, ClusterJson.Default.InstanceClaim)));
+        }
+        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+        return response.Succeeded
+            ? response.Header.Revision
+            : throw new RelayException(ErrorCode.Conflict, "service", $"service {service} or one of its instances changed during the migration; retry");
+    }
+
+    /// <summary>Removes an instance and its address guards in one transaction; false when it did not exist.</summary>
+    public async Task<bool> RemoveInstanceAsync(string network, string id, CancellationToken ct = default)
+    {
+        var kv = await _etcd.GetAsync(ClusterKeys.Instance(network, id), ct).ConfigureAwait(false);
+        if (kv is null)
+        {
+            return false;
+        }
+        var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim);
+        var txn = new TxnRequest();
+        txn.Compare.Add(ModIs(kv));
+        txn.Success.Add(Delete(ClusterKeys.Instance(network, id)));
+        if (claim is not null)
+        {
+            txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Address4));
+            txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Address6));
+        }
+        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+        return response.Succeeded
+            ? true
+            : throw new RelayException(ErrorCode.Conflict, "instance", $"instance {id} changed while it was being removed; retry");
+    }
+
+    private static Compare ModIs(Mvccpb.KeyValue kv)
+        => new() { Key = kv.Key, Target = Compare.Types.CompareTarget.Mod, Result = Compare.Types.CompareResult.Equal, ModRevision = kv.ModRevision };
+
+    /// <summary>
     /// Creates instance <paramref name="id"/> of <paramref name="service"/> on this node with an IPv4
     /// and an IPv6 address from this node's blocks (claiming a new block by transaction only when its
     /// blocks are full), in one transaction with the instance's record.
     /// </summary>
     public async Task<(InstanceClaim Claim, long Revision)> AddInstanceAsync(string network, string id, string service, IPNetwork pool4, IPNetwork pool6,
-        IReadOnlyCollection<IPAddress> reserved, JsonObject? spec = null, CancellationToken ct = default)
+        IReadOnlyCollection<IPAddress> reserved, JsonObject? spec = null, string? mode = null, CancellationToken ct = default)
     {
         var request = Guid.NewGuid().ToString("N");
         var instanceKey = ClusterKeys.Instance(network, id);
@@ -132,7 +209,7 @@ public sealed class ClusterAllocator
                 var blocks6 = await BlocksAsync(network, pool6, reserved, ct).ConfigureAwait(false);
                 var a4 = await blocks4.NextAsync(this, ct).ConfigureAwait(false);
                 var a6 = await blocks6.NextAsync(this, ct).ConfigureAwait(false);
-                var claim = new InstanceClaim(id, service, Node, a4.ToString(), a6.ToString(), spec, request);
+                var claim = new InstanceClaim(id, service, Node, a4.ToString(), a6.ToString(), spec, request) { Mode = mode };
                 var outcome = await CreateGuardedAsync(network, instanceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.InstanceClaim), "instance/" + id, a4, a6, ct).ConfigureAwait(false);
                 if (outcome.Created)
                 {
@@ -239,6 +316,15 @@ public sealed class ClusterAllocator
     internal static RequestOp Delete(string key)
         => new() { RequestDeleteRange = new DeleteRangeRequest { Key = ByteString.CopyFromUtf8(key) } };
 
+    /// <summary>Block <paramref name="index"/> of <paramref name="pool"/>: <see cref="BlockSize"/> addresses from the pool's start.</summary>
+    public static IPNetwork BlockPrefix(IPNetwork pool, int index)
+    {
+        var family = pool.BaseAddress.AddressFamily;
+        var baseValue = IpMath.ToInteger(pool.BaseAddress) + (UInt128)index * BlockSize;
+        var bits = family == AddressFamily.InterNetwork ? 32 : 128;
+        return new IPNetwork(IpMath.FromInteger(baseValue, family), bits - BitOperations.Log2(BlockSize));
+    }
+
     /// <summary>The blocks of one pool held by this node, and which of their addresses are in use.</summary>
     private sealed class NodeBlocks(string network, IPNetwork pool, IReadOnlyCollection<IPAddress> reserved)
     {
@@ -269,12 +355,7 @@ public sealed class ClusterAllocator
             }
         }
 
-        public IPNetwork Block(int index)
-        {
-            var baseValue = IpMath.ToInteger(pool.BaseAddress) + (UInt128)index * BlockSize;
-            var bits = _family == AddressFamily.InterNetwork ? 32 : 128;
-            return new IPNetwork(IpMath.FromInteger(baseValue, _family), bits - BitOperations.Log2(BlockSize));
-        }
+        public IPNetwork Block(int index) => BlockPrefix(pool, index);
 
         public void MarkUsed(IPAddress a) => _used.Add(a);
 

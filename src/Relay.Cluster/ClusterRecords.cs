@@ -18,7 +18,11 @@ public sealed record NodeRecord(string Name, string Underlay, string VtepMac, Da
 /// <param name="Virtual6">Its virtual IPv6 address.</param>
 /// <param name="Spec">The rest of its desired state, as the API gave it.</param>
 /// <param name="Request">The id of the request that created it: how a retried write recognises its own earlier success.</param>
-public sealed record ServiceClaim(string Name, string Virtual4, string Virtual6, JsonObject? Spec, string Request);
+public sealed record ServiceClaim(string Name, string Virtual4, string Virtual6, JsonObject? Spec, string Request)
+{
+    /// <summary>The instances that hold its balancer's slots, in order (a migration puts the new instance in the old one's slot); null: by name.</summary>
+    public IReadOnlyList<string>? Slots { get; init; }
+}
 
 /// <summary>An instance with its node and addresses (from its node's blocks).</summary>
 /// <param name="Id">The instance's id, unique in the network.</param>
@@ -28,7 +32,11 @@ public sealed record ServiceClaim(string Name, string Virtual4, string Virtual6,
 /// <param name="Address6">Its IPv6 address.</param>
 /// <param name="Spec">The rest of its desired state (command, health, restart policy).</param>
 /// <param name="Request">The id of the request that created it.</param>
-public sealed record InstanceClaim(string Id, string Service, string Node, string Address4, string Address6, JsonObject? Spec, string Request);
+public sealed record InstanceClaim(string Id, string Service, string Node, string Address4, string Address6, JsonObject? Spec, string Request)
+{
+    /// <summary>"standby" (wired, takes no flows), "draining" (leaving after a migration), or null: active.</summary>
+    public string? Mode { get; init; }
+}
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(NodeRecord))]

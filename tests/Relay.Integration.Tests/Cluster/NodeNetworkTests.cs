@@ -2,7 +2,11 @@ using System.Collections.Immutable;
 using System.Diagnostics;
 using System.Net;
 using System.Text.RegularExpressions;
+using Relay.Cluster;
+using Relay.Cluster.Etcd;
 using Relay.Cluster.Lab;
+using Relay.Daemon.Cluster;
+using Microsoft.Extensions.Logging.Abstractions;
 using Relay.Core.LoadBalancing;
 using Relay.Core.Reconcile;
 using Relay.Engine;
@@ -18,7 +22,7 @@ namespace Relay.Integration.Tests.Cluster;
 /// answers across hosts, and a re-point in the state moves a running ping to another host's instance.
 /// </summary>
 [Collection(HostStateCollection.Name)]
-public sealed partial class NodeNetworkTests(LabFixture lab) : IClassFixture<LabFixture>
+public sealed partial class NodeNetworkTests(LabFixture lab, Xunit.Abstractions.ITestOutputHelper output) : IClassFixture<LabFixture>
 {
     private static readonly IPAddress Vip4 = IPAddress.Parse("10.65.0.10");
     private static readonly IPAddress Vip6 = IPAddress.Parse("fd00:65::10");
@@ -100,6 +104,114 @@ public sealed partial class NodeNetworkTests(LabFixture lab) : IClassFixture<Lab
             Directory.Delete(dir, recursive: true);
         }
         Assert.DoesNotContain(Netns.List(), ns => ns.StartsWith("relay-" + network, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task ThroughEtcd_AddsFromTwoHosts_EveryNodeApplies_ARepointIsOneTransactionThatEveryNodeHasAppliedWhenTheWaitReturns()
+    {
+        var network = "t" + Guid.NewGuid().ToString("N")[..6];
+        var dir = Path.Combine(Path.GetTempPath(), "relay-test-nodes", network);
+        var hosts = lab.Lab.Hosts.Take(3).ToArray();
+        var pool4 = IPNetwork.Parse("10.64.0.0/16");
+        var pool6 = IPNetwork.Parse("fd00:64::/64");
+        IPAddress[] reserved = [IPAddress.Parse("10.64.0.1"), IPAddress.Parse("fd00:64::1")];
+        var connections = new List<EtcdConnection>();
+        var leases = new List<NodeLease>();
+        var nodes = new List<NodeNetwork>();
+        var runs = new List<Task>();
+        using var stop = new CancellationTokenSource();
+        try
+        {
+            for (var i = 0; i < hosts.Length; i++)
+            {
+                // Node names of this test's own: the lab's daemons (if any) keep theirs.
+                var node = $"{network}n{i + 1}";
+                var etcd = lab.Connect(i);
+                connections.Add(etcd);
+                leases.Add(await NodeLease.JoinAsync(etcd, node, hosts[i].Underlay4, Relay.Core.Overlay.VxlanPlan.Mac(node), TimeSpan.FromSeconds(3)));
+                var n = NodeNetwork.Open(Options(network, node, dir), IPAddress.Parse(hosts[i].Underlay4), hosts[i].Namespace);
+                nodes.Add(n);
+                runs.Add(new ClusterReconciler(etcd, leases[i], n, pool4, pool6, NullLogger.Instance).RunAsync(stop.Token));
+            }
+            var one = new ClusterAllocator(connections[0], leases[0].Record.Name);
+            var two = new ClusterAllocator(connections[1], leases[1].Record.Name);
+            var three = new ClusterAllocator(connections[2], leases[2].Record.Name);
+            // Services from two hosts at once; instances each on its own node's blocks.
+            await Task.WhenAll(
+                one.AddServiceAsync(network, "a.com", IPNetwork.Parse("10.65.0.0/24"), IPNetwork.Parse("fd00:65::/120")),
+                two.AddServiceAsync(network, "b.com", IPNetwork.Parse("10.65.0.0/24"), IPNetwork.Parse("fd00:65::/120")));
+            await one.AddInstanceAsync(network, "a-1", "a.com", pool4, pool6, reserved);
+            var (b1, _) = await two.AddInstanceAsync(network, "b-1", "b.com", pool4, pool6, reserved);
+            var (_, revision) = await three.AddInstanceAsync(network, "b-2", "b.com", pool4, pool6, reserved, mode: "standby");
+            Assert.Empty(await ClusterReconciler.WaitAppliedAsync(connections[0], revision, TimeSpan.FromSeconds(10)));
+
+            var a = nodes[0].InstanceNamespace("a-1");
+            Assert.True(Netns.Exists(a));
+            Assert.True(Netns.Exists(nodes[2].InstanceNamespace("b-2")));
+            Assert.Equal(0, Sh.InNs(a, "ping", "-c", "2", "-i", "0.2", "-W", "2", "b.com").ExitCode);
+            Assert.Equal(0, Sh.InNs(a, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "b.com").ExitCode);
+            // Every node's DNS answers from the shared state.
+            var vip = Sh.InNs(nodes[1].InstanceNamespace("b-1"), "dig", "+short", "b.com", "A").Stdout.Trim();
+            Assert.Equal(vip, Sh.InNs(a, "dig", "+short", "b.com", "A").Stdout.Trim());
+
+            using var ping = Process.Start(new ProcessStartInfo("ip", ["netns", "exec", a, "ping", "-i", "0.01", "-c", "300", "-W", "1", "b.com"]) { RedirectStandardOutput = true })!;
+            Thread.Sleep(800);
+            var clock = Stopwatch.StartNew();
+            revision = await three.RepointAsync(network, "b.com", "b-2");
+            Assert.Empty(await ClusterReconciler.WaitAppliedAsync(connections[2], revision, TimeSpan.FromSeconds(10)));
+            var converged = clock.Elapsed;
+            output.WriteLine($"re-point written and applied by 3 nodes in {converged.TotalMilliseconds:F1} ms");
+            Assert.All(nodes, n => Assert.True(n.AppliedRevision >= revision));
+            // The old instance still runs on its node, draining; every node balances to the new one.
+            Assert.Equal(InstanceMode.Draining, Assert.Single(nodes[1].Applied!.Local, i => i.Name == "b-1").Mode);
+            Assert.All(nodes, n => Assert.Equal(["b-2"], n.Applied!.Balancers["b.com"].Select(i => i.Name)));
+            Thread.Sleep(800);
+            Assert.True(await two.RemoveInstanceAsync(network, "b-1"));
+            var (gone, _) = await connections[1].GetPrefixAsync(ClusterKeys.Address(network, IPAddress.Parse(b1.Address4)));
+            Assert.Empty(gone);
+            await WaitUntil(() => !Netns.Exists(nodes[1].InstanceNamespace("b-1")), TimeSpan.FromSeconds(10));
+            var printed = ping.StandardOutput.ReadToEnd();
+            ping.WaitForExit();
+            var m = Summary().Match(printed);
+            Assert.True(m.Success, printed);
+            Assert.Equal("300", m.Groups[2].Value);
+            Assert.True(converged < TimeSpan.FromSeconds(5), $"three nodes applied the re-point in {converged.TotalMilliseconds:F1} ms");
+        }
+        finally
+        {
+            stop.Cancel();
+            foreach (var r in runs)
+            {
+                await Task.WhenAny(r, Task.Delay(5000));
+            }
+            foreach (var n in nodes)
+            {
+                n.Remove();
+            }
+            foreach (var l in leases)
+            {
+                await l.DisposeAsync();
+            }
+            foreach (var c in connections)
+            {
+                c.Dispose();
+            }
+            if (Directory.Exists(dir))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+        Assert.DoesNotContain(Netns.List(), ns => ns.StartsWith("relay-" + network, StringComparison.Ordinal));
+    }
+
+    private static async Task WaitUntil(Func<bool> done, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!done())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out");
+            await Task.Delay(10);
+        }
     }
 
     private static ReconcileResult[] ReconcileAll(List<NodeNetwork> nodes, NetworkState state)

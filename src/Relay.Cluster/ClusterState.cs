@@ -1,0 +1,95 @@
+using System.Collections.Immutable;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using Relay.Core.LoadBalancing;
+using Relay.Core.Reconcile;
+
+namespace Relay.Cluster;
+
+/// <summary>
+/// Reads one network's desired state out of the keys under <see cref="ClusterKeys.Root"/>: the pure
+/// step between a watch and <see cref="Projection.Project"/>. A value that is not a record Relay
+/// wrote (a key put by hand) is skipped, never a reason to stop reconciling the rest.
+/// </summary>
+public static class ClusterState
+{
+    /// <summary>The state of <paramref name="network"/> at <paramref name="revision"/> in <paramref name="keys"/>; nodes are those whose lease holds their key.</summary>
+    public static NetworkState Read(string network, IPNetwork pool4, IPNetwork pool6, long revision, IReadOnlyDictionary<string, string> keys)
+    {
+        var services = ImmutableSortedDictionary.CreateBuilder<string, ServiceEntry>(StringComparer.Ordinal);
+        var instances = ImmutableSortedDictionary.CreateBuilder<string, InstanceEntry>(StringComparer.Ordinal);
+        var nodes = ImmutableSortedDictionary.CreateBuilder<string, NodeEntry>(StringComparer.Ordinal);
+        var blocks = ImmutableArray.CreateBuilder<BlockEntry>();
+        var servicePrefix = ClusterKeys.ServicesPrefix(network);
+        var instancePrefix = ClusterKeys.InstancesPrefix(network);
+        var block4 = ClusterKeys.BlocksPrefix(network, AddressFamily.InterNetwork);
+        var block6 = ClusterKeys.BlocksPrefix(network, AddressFamily.InterNetworkV6);
+        foreach (var (key, value) in keys)
+        {
+            if (key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal))
+            {
+                if (ClusterJson.TryParse(value, ClusterJson.Default.NodeRecord) is { } n && IPAddress.TryParse(n.Underlay, out var underlay))
+                {
+                    nodes[n.Name] = new NodeEntry(n.Name, underlay);
+                }
+            }
+            else if (key.StartsWith(servicePrefix, StringComparison.Ordinal))
+            {
+                if (ClusterJson.TryParse(value, ClusterJson.Default.ServiceClaim) is { } s && Service(s) is { } entry)
+                {
+                    services[entry.Name] = entry;
+                }
+            }
+            else if (key.StartsWith(instancePrefix, StringComparison.Ordinal))
+            {
+                if (ClusterJson.TryParse(value, ClusterJson.Default.InstanceClaim) is { } i && Instance(i) is { } entry)
+                {
+                    instances[entry.Name] = entry;
+                }
+            }
+            else if (key.StartsWith(block4, StringComparison.Ordinal) || key.StartsWith(block6, StringComparison.Ordinal))
+            {
+                if (int.TryParse(ClusterKeys.Leaf(key), NumberStyles.None, CultureInfo.InvariantCulture, out var index) && index >= 0)
+                {
+                    blocks.Add(new BlockEntry(ClusterAllocator.BlockPrefix(key.StartsWith(block4, StringComparison.Ordinal) ? pool4 : pool6, index), value));
+                }
+            }
+        }
+        return new NetworkState(network, revision, services.ToImmutable(), instances.ToImmutable(), nodes.ToImmutable(), blocks.ToImmutable());
+    }
+
+    private static ServiceEntry? Service(ServiceClaim s)
+    {
+        if (!IPAddress.TryParse(s.Virtual4, out var v4) || !IPAddress.TryParse(s.Virtual6, out var v6))
+        {
+            return null;
+        }
+        var policy = s.Spec?["policy"] is JsonValue p && p.TryGetValue<string>(out var text) && PolicyNames.TryParse(text, out var parsed) ? parsed : LoadBalancingPolicy.Random;
+        return new ServiceEntry(s.Name, v4, v6, policy, [], s.Slots is null ? [] : [.. s.Slots]);
+    }
+
+    private static InstanceEntry? Instance(InstanceClaim i)
+    {
+        if (!IPAddress.TryParse(i.Address4, out var a4) || !IPAddress.TryParse(i.Address6, out var a6))
+        {
+            return null;
+        }
+        var mode = i.Mode switch
+        {
+            null or "active" => InstanceMode.Active,
+            "standby" => InstanceMode.Standby,
+            "draining" => InstanceMode.Draining,
+            _ => (InstanceMode?)null,
+        };
+        if (mode is null)
+        {
+            return null;
+        }
+        var command = i.Spec?["command"] is JsonArray array && array.All(x => x is JsonValue v && v.TryGetValue<string>(out _))
+            ? array.Select(x => x!.GetValue<string>()).ToImmutableArray()
+            : (ImmutableArray<string>?)null;
+        return new InstanceEntry(i.Id, i.Service, i.Node, a4, a6, mode.Value) { Command = command };
+    }
+}

@@ -1,0 +1,89 @@
+using System.Globalization;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Relay.Cluster;
+using Relay.Cluster.Etcd;
+using Relay.Core.Errors;
+using Relay.Engine.Cluster;
+
+namespace Relay.Daemon.Cluster;
+
+/// <summary>
+/// Keeps one network's part on this node at the cluster's desired state: every watch step that
+/// touches the network, or the nodes, is read into one <see cref="Relay.Core.Reconcile.NetworkState"/>
+/// and handed to <see cref="NodeNetwork.Reconcile"/>, then the revision is recorded as applied under
+/// the node's lease (what <c>relay migrate</c> waits for). Steps that change only other nodes'
+/// applied revisions are not reconciled: otherwise each record would start the next round.
+/// A step the kernel refuses is logged and retried with the next one; the table stays as it was.
+/// </summary>
+public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lease, NodeNetwork network, IPNetwork pool4, IPNetwork pool6, ILogger log)
+{
+    private readonly string _networkPrefix = ClusterKeys.Network(network.Network);
+
+    /// <summary>The last error, or null after a step that applied.</summary>
+    public string? LastError { get; private set; }
+
+    /// <summary>Watches and reconciles until <paramref name="ct"/> is cancelled.</summary>
+    public Task RunAsync(CancellationToken ct) => new ClusterWatch(etcd, ClusterKeys.Root).RunAsync(ApplyAsync, ct);
+
+    private async Task ApplyAsync(WatchStep step)
+    {
+        if (!step.Resync && network.AppliedRevision > 0 && !step.Changed.Any(Relevant))
+        {
+            return;
+        }
+        try
+        {
+            var state = ClusterState.Read(network.Network, pool4, pool6, step.Revision, step.State);
+            network.Reconcile(state);
+            LastError = null;
+        }
+        catch (RelayException e)
+        {
+            LastError = e.Message;
+            LogRefused(log, network.Network, step.Revision, e.Message);
+            return;
+        }
+        try
+        {
+            await lease.RecordAppliedAsync(step.Revision).ConfigureAwait(false);
+        }
+        catch (RelayException e)
+        {
+            // The kernel holds the state; only the record of it is late (the store is away). The
+            // next step records a newer revision.
+            LogNotRecorded(log, network.Network, step.Revision, e.Message);
+        }
+    }
+
+    private bool Relevant(string key)
+        => key.StartsWith(_networkPrefix, StringComparison.Ordinal) || key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal);
+
+    /// <summary>
+    /// Waits until every live node has recorded a revision at least <paramref name="revision"/>;
+    /// returns the nodes that had not when <paramref name="timeout"/> passed (empty: all did).
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> WaitAppliedAsync(EtcdConnection etcd, long revision, TimeSpan timeout, CancellationToken ct = default)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var (nodes, _) = await etcd.GetPrefixAsync(ClusterKeys.NodesPrefix, ct).ConfigureAwait(false);
+            var (applied, _) = await etcd.GetPrefixAsync(ClusterKeys.AppliedPrefix, ct).ConfigureAwait(false);
+            var at = applied.ToDictionary(kv => ClusterKeys.Leaf(kv.Key.ToStringUtf8()),
+                kv => long.TryParse(kv.Value.ToStringUtf8(), NumberStyles.None, CultureInfo.InvariantCulture, out var r) ? r : 0, StringComparer.Ordinal);
+            var behind = nodes.Select(kv => ClusterKeys.Leaf(kv.Key.ToStringUtf8())).Where(n => at.GetValueOrDefault(n) < revision).Order(StringComparer.Ordinal).ToArray();
+            if (behind.Length == 0 || DateTime.UtcNow >= deadline)
+            {
+                return behind;
+            }
+            await Task.Delay(1, ct).ConfigureAwait(false);
+        }
+    }
+
+    [LoggerMessage(EventId = 85, Level = LogLevel.Error, Message = "network {Network}: revision {Revision} not applied: {Error}; the kernel keeps the last applied state, the next change retries")]
+    private static partial void LogRefused(ILogger log, string network, long revision, string error);
+
+    [LoggerMessage(EventId = 86, Level = LogLevel.Warning, Message = "network {Network}: revision {Revision} applied but not recorded: {Error}")]
+    private static partial void LogNotRecorded(ILogger log, string network, long revision, string error);
+}
