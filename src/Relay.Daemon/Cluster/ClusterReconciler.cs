@@ -38,7 +38,7 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
             network.Reconcile(state);
             LastError = null;
         }
-        catch (RelayException e)
+        catch (Exception e) when (e is RelayException or IOException or InvalidOperationException)
         {
             LastError = e.Message;
             LogRefused(log, network.Network, step.Revision, e.Message);

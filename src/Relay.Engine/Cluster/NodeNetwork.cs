@@ -51,6 +51,9 @@ public sealed partial class NodeNetwork : IDisposable
     private readonly DnsServer? _dns;
     private readonly IReadOnlyList<string> _zones;
     private readonly Dictionary<string, InstanceProcess> _processes = new(StringComparer.Ordinal);
+
+    /// <summary>The local instances whose namespaces exist now (ahead of <see cref="_applied"/> when a step failed half-way).</summary>
+    private readonly Dictionary<string, InstanceEntry> _wired = new(StringComparer.Ordinal);
     private volatile NameTable _names = NameTable.Empty;
     private NodeView? _applied;
     private bool _disposed;
@@ -80,6 +83,9 @@ public sealed partial class NodeNetwork : IDisposable
     public long AppliedRevision => Volatile.Read(ref _appliedRevision);
 
     private long _appliedRevision;
+
+    /// <summary>What the last reconcile that changed something did (null before the first).</summary>
+    public ReconcileResult? LastResult { get; private set; }
 
     /// <summary>The gateway addresses (the DNS server listens there).</summary>
     public Gateways Gateways => _gateways;
@@ -168,14 +174,14 @@ public sealed partial class NodeNetwork : IDisposable
                 return new ReconcileResult(last.Revision, 0, 0, 0, false, Stopwatch.GetElapsedTime(started));
             }
             var view = Projection.Project(state, Node);
-            var before = _applied?.Local.ToDictionary(i => i.Name, StringComparer.Ordinal) ?? [];
             var after = view.Local.ToDictionary(i => i.Name, StringComparer.Ordinal);
 
-            // 1. Wire what is new (or changed address: a new instance under an old name).
+            // 1. Wire what is new (or changed address: a new instance under an old name). What is
+            // wired is remembered at once, so a step that fails half-way is resumed, not repeated.
             var wired = 0;
             foreach (var instance in view.Local)
             {
-                if (before.TryGetValue(instance.Name, out var was) && Equals(was.Address4, instance.Address4) && Equals(was.Address6, instance.Address6))
+                if (_wired.TryGetValue(instance.Name, out var was) && Equals(was.Address4, instance.Address4) && Equals(was.Address6, instance.Address6))
                 {
                     continue;
                 }
@@ -183,10 +189,10 @@ public sealed partial class NodeNetwork : IDisposable
                 {
                     Unwire(was);
                 }
+                SaveRecord(view);
                 Wire(instance);
                 wired++;
             }
-            SaveRecord(view);
 
             // 2. The table, in one transaction.
             _dataplane.Sync(view.Dataplane);
@@ -207,13 +213,17 @@ public sealed partial class NodeNetwork : IDisposable
 
             // 5. Instances that left this node, now that no map points at them.
             var removed = 0;
-            foreach (var (name, was) in before)
+            foreach (var (name, was) in _wired.ToArray())
             {
                 if (!after.ContainsKey(name))
                 {
                     Unwire(was);
                     removed++;
                 }
+            }
+            if (removed > 0)
+            {
+                SaveRecord(view);
             }
 
             // 6. Names.
@@ -222,7 +232,7 @@ public sealed partial class NodeNetwork : IDisposable
             Volatile.Write(ref _appliedRevision, view.Revision);
             var elapsed = Stopwatch.GetElapsedTime(started);
             LogReconciled(_log, _options.Name, Node, view.Revision, wired, removed, stale, peersChanged, elapsed.TotalMilliseconds);
-            return new ReconcileResult(view.Revision, wired, removed, stale, peersChanged, elapsed);
+            return LastResult = new ReconcileResult(view.Revision, wired, removed, stale, peersChanged, elapsed);
         }
     }
 
@@ -230,6 +240,7 @@ public sealed partial class NodeNetwork : IDisposable
     {
         var wiring = WiringOf(instance);
         TopologyBuilder.WireInstance(OrchestratorNamespace, _gateways, wiring, _mtu);
+        _wired[instance.Name] = instance;
         try
         {
             if (_dns is not null)
@@ -247,9 +258,7 @@ public sealed partial class NodeNetwork : IDisposable
         }
         catch
         {
-            NamespacedProcess.KillNamespace(wiring.Namespace);
-            TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
-            NetnsEtc.Remove(wiring.Namespace);
+            Unwire(instance);
             throw;
         }
     }
@@ -264,6 +273,7 @@ public sealed partial class NodeNetwork : IDisposable
         NamespacedProcess.KillNamespace(wiring.Namespace);
         TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
         NetnsEtc.Remove(wiring.Namespace);
+        _wired.Remove(instance.Name);
     }
 
     private InstanceWiring WiringOf(InstanceEntry instance)
@@ -276,7 +286,7 @@ public sealed partial class NodeNetwork : IDisposable
             OwnerPid = Environment.ProcessId,
             Orchestrator = OrchestratorNamespace,
             Node = Node,
-            Instances = (_applied?.Local ?? []).Concat(view.Local).Select(i => InstanceNamespace(i.Name)).Distinct().ToArray(),
+            Instances = _wired.Values.Concat(view.Local).Select(i => InstanceNamespace(i.Name)).Distinct().ToArray(),
         }.Save(_options.RecordDirectory);
 
     private static bool SamePeers(ImmutableArray<VxlanPeer> a, ImmutableArray<VxlanPeer> b)
@@ -306,7 +316,7 @@ public sealed partial class NodeNetwork : IDisposable
             {
                 return;
             }
-            foreach (var instance in _applied?.Local ?? [])
+            foreach (var instance in _wired.Values.ToArray())
             {
                 Try(() => Unwire(instance));
             }
