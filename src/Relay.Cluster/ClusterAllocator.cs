@@ -87,14 +87,46 @@ public sealed class ClusterAllocator
         throw new RelayException(ErrorCode.Conflict, "services", $"could not allocate addresses for {service} after {MaxAttempts} attempts: too many concurrent changes, retry");
     }
 
-    /// <summary>Removes a service and its address guards in one transaction; false when it did not exist.</summary>
-    public async Task<bool> RemoveServiceAsync(string network, string service, CancellationToken ct = default)
+    /// <summary>
+    /// Creates network <paramref name="claim"/> unless one of that name exists; returns the stored
+    /// settings (the existing ones when another node created it first) and whether this call made it.
+    /// </summary>
+    public async Task<(NetworkClaim Claim, bool Created, long Revision)> EnsureNetworkAsync(NetworkClaim claim, CancellationToken ct = default)
+    {
+        var key = ClusterKeys.NetworkSpec(claim.Name);
+        var txn = new TxnRequest();
+        txn.Compare.Add(Absent(key));
+        txn.Success.Add(Put(key, JsonSerializer.Serialize(claim, ClusterJson.Default.NetworkClaim)));
+        txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(key) } });
+        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+        if (response.Succeeded)
+        {
+            return (claim, true, response.Header.Revision);
+        }
+        var stored = response.Responses[0].ResponseRange.Kvs;
+        var existing = stored.Count > 0 ? ClusterJson.TryParse(stored[0].Value.ToStringUtf8(), ClusterJson.Default.NetworkClaim) : null;
+        return existing is null
+            ? throw new RelayException(ErrorCode.Conflict, "network", $"the record of network {claim.Name} is not one Relay wrote")
+            : (existing, false, response.Header.Revision);
+    }
+
+    /// <summary>Removes a network's every key (its services, instances, blocks, guards) in one request; false when it had none.</summary>
+    public async Task<bool> RemoveNetworkAsync(string network, CancellationToken ct = default)
+    {
+        var txn = new TxnRequest();
+        txn.Success.Add(new RequestOp { RequestDeleteRange = new DeleteRangeRequest { Key = ByteString.CopyFromUtf8(ClusterKeys.Network(network)), RangeEnd = EtcdConnection.PrefixEnd(ClusterKeys.Network(network)) } });
+        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+        return response.Responses[0].ResponseDeleteRange.Deleted > 0;
+    }
+
+    /// <summary>Removes a service and its address guards in one transaction; returns the revision, 0 when it did not exist.</summary>
+    public async Task<long> RemoveServiceAsync(string network, string service, CancellationToken ct = default)
     {
         var serviceKey = ClusterKeys.Service(network, service);
         var kv = await _etcd.GetAsync(serviceKey, ct).ConfigureAwait(false);
         if (kv is null)
         {
-            return false;
+            return 0;
         }
         var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.ServiceClaim);
         var txn = new TxnRequest();
@@ -110,7 +142,7 @@ public sealed class ClusterAllocator
         {
             throw new RelayException(ErrorCode.Conflict, "services.name", $"service {service} changed while it was being removed; retry");
         }
-        return true;
+        return response.Header.Revision;
     }
 
     /// <summary>
@@ -121,6 +153,14 @@ public sealed class ClusterAllocator
     /// from its watch; the revision returned is the one to wait for.
     /// </summary>
     public async Task<long> RepointAsync(string network, string service, string target, CancellationToken ct = default)
+        => (await RepointAsync(network, service, target, null, ct).ConfigureAwait(false)).Revision;
+
+    /// <summary>
+    /// As <see cref="RepointAsync(string, string, string, CancellationToken)"/>; the instances that
+    /// leave get <paramref name="drainUntil"/> (their node removes them then at the latest) and are
+    /// returned.
+    /// </summary>
+    public async Task<(long Revision, IReadOnlyList<string> Draining)> RepointAsync(string network, string service, string target, DateTimeOffset? drainUntil, CancellationToken ct = default)
     {
         var serviceKv = await _etcd.GetAsync(ClusterKeys.Service(network, service), ct).ConfigureAwait(false)
             ?? throw new RelayException(ErrorCode.NotFound, "service", $"no service {service} in network {network}");
@@ -156,21 +196,41 @@ public sealed class ClusterAllocator
         foreach (var (kv, old) in active)
         {
             txn.Compare.Add(ModIs(kv));
-            txn.Success.Add(Put(ClusterKeys.Instance(network, old!.Id), JsonSerializer.Serialize(old with { Mode = "draining" }, ClusterJson.Default.InstanceClaim)));
+            txn.Success.Add(Put(ClusterKeys.Instance(network, old!.Id), JsonSerializer.Serialize(old with { Mode = "draining", DrainUntil = drainUntil }, ClusterJson.Default.InstanceClaim)));
         }
         var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
         return response.Succeeded
-            ? response.Header.Revision
+            ? (response.Header.Revision, active.Select(a => a.Claim!.Id).ToArray())
             : throw new RelayException(ErrorCode.Conflict, "service", $"service {service} or one of its instances changed during the migration; retry");
     }
 
-    /// <summary>Removes an instance and its address guards in one transaction; false when it did not exist.</summary>
-    public async Task<bool> RemoveInstanceAsync(string network, string id, CancellationToken ct = default)
+    /// <summary>
+    /// Takes an instance out of every balancer to drain until <paramref name="until"/> (its node removes
+    /// it when its TCP flows are done, or then); false when it did not exist.
+    /// </summary>
+    public async Task<(bool Found, long Revision)> DrainInstanceAsync(string network, string id, DateTimeOffset until, CancellationToken ct = default)
+    {
+        var kv = await _etcd.GetAsync(ClusterKeys.Instance(network, id), ct).ConfigureAwait(false);
+        if (kv is null || ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim) is not { } claim)
+        {
+            return (false, 0);
+        }
+        var txn = new TxnRequest();
+        txn.Compare.Add(ModIs(kv));
+        txn.Success.Add(Put(ClusterKeys.Instance(network, id), JsonSerializer.Serialize(claim with { Mode = "draining", DrainUntil = until }, ClusterJson.Default.InstanceClaim)));
+        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+        return response.Succeeded
+            ? (true, response.Header.Revision)
+            : throw new RelayException(ErrorCode.Conflict, "instance", $"instance {id} changed while it was being drained; retry");
+    }
+
+    /// <summary>Removes an instance and its address guards in one transaction; returns the revision, 0 when it did not exist.</summary>
+    public async Task<long> RemoveInstanceAsync(string network, string id, CancellationToken ct = default)
     {
         var kv = await _etcd.GetAsync(ClusterKeys.Instance(network, id), ct).ConfigureAwait(false);
         if (kv is null)
         {
-            return false;
+            return 0;
         }
         var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim);
         var txn = new TxnRequest();
@@ -183,7 +243,7 @@ public sealed class ClusterAllocator
         }
         var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
         return response.Succeeded
-            ? true
+            ? response.Header.Revision
             : throw new RelayException(ErrorCode.Conflict, "instance", $"instance {id} changed while it was being removed; retry");
     }
 

@@ -12,6 +12,16 @@ namespace Relay.Cluster;
 /// <param name="Lease">The etcd lease that holds its keys.</param>
 public sealed record NodeRecord(string Name, string Underlay, string VtepMac, DateTimeOffset StartedAt, long Lease);
 
+/// <summary>A network's own settings, shared by every node that takes part in it (<c>networks/NET/spec</c>).</summary>
+/// <param name="Name">The network's name.</param>
+/// <param name="InstancePool4">Instance IPv4 addresses; nodes claim blocks of it. The first address is every node's gateway.</param>
+/// <param name="InstancePool6">Instance IPv6 addresses.</param>
+/// <param name="VirtualPool4">Service IPv4 addresses.</param>
+/// <param name="VirtualPool6">Service IPv6 addresses.</param>
+/// <param name="Zones">DNS zones the network owns.</param>
+/// <param name="Request">The id of the request that created it.</param>
+public sealed record NetworkClaim(string Name, string InstancePool4, string InstancePool6, string VirtualPool4, string VirtualPool6, IReadOnlyList<string> Zones, string Request);
+
 /// <summary>A service with the virtual addresses the cluster gave it.</summary>
 /// <param name="Name">The service's name.</param>
 /// <param name="Virtual4">Its virtual IPv4 address (unique in the network, cluster-wide).</param>
@@ -36,10 +46,14 @@ public sealed record InstanceClaim(string Id, string Service, string Node, strin
 {
     /// <summary>"standby" (wired, takes no flows), "draining" (leaving after a migration), or null: active.</summary>
     public string? Mode { get; init; }
+
+    /// <summary>While draining: when its node removes it at the latest (its TCP flows are cut then).</summary>
+    public DateTimeOffset? DrainUntil { get; init; }
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(NodeRecord))]
+[JsonSerializable(typeof(NetworkClaim))]
 [JsonSerializable(typeof(ServiceClaim))]
 [JsonSerializable(typeof(InstanceClaim))]
 internal sealed partial class ClusterJson : JsonSerializerContext

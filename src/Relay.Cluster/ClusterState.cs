@@ -3,7 +3,9 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
+using Relay.Core.Errors;
 using Relay.Core.LoadBalancing;
+using Relay.Core.Model;
 using Relay.Core.Reconcile;
 
 namespace Relay.Cluster;
@@ -60,6 +62,32 @@ public static class ClusterState
         return new NetworkState(network, revision, services.ToImmutable(), instances.ToImmutable(), nodes.ToImmutable(), blocks.ToImmutable());
     }
 
+    /// <summary>Every network's settings in <paramref name="keys"/> (<c>networks/NET/spec</c>), by name.</summary>
+    public static IReadOnlyDictionary<string, NetworkClaim> Networks(IReadOnlyDictionary<string, string> keys)
+    {
+        var result = new SortedDictionary<string, NetworkClaim>(StringComparer.Ordinal);
+        foreach (var (key, value) in keys)
+        {
+            if (key.StartsWith(ClusterKeys.Root + "networks/", StringComparison.Ordinal) && key.EndsWith("/spec", StringComparison.Ordinal)
+                && ClusterJson.TryParse(value, ClusterJson.Default.NetworkClaim) is { } claim && key == ClusterKeys.NetworkSpec(claim.Name))
+            {
+                result[claim.Name] = claim;
+            }
+        }
+        return result;
+    }
+
+    /// <summary>The service records of <paramref name="network"/> as stored (with their specs).</summary>
+    public static IReadOnlyList<ServiceClaim> Services(string network, IReadOnlyDictionary<string, string> keys)
+        => Records(ClusterKeys.ServicesPrefix(network), keys, ClusterJson.Default.ServiceClaim);
+
+    /// <summary>The instance records of <paramref name="network"/> as stored (with their specs).</summary>
+    public static IReadOnlyList<InstanceClaim> Instances(string network, IReadOnlyDictionary<string, string> keys)
+        => Records(ClusterKeys.InstancesPrefix(network), keys, ClusterJson.Default.InstanceClaim);
+
+    private static T[] Records<T>(string prefix, IReadOnlyDictionary<string, string> keys, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) where T : class
+        => keys.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).Select(kv => ClusterJson.TryParse(kv.Value, type)).OfType<T>().ToArray();
+
     private static ServiceEntry? Service(ServiceClaim s)
     {
         if (!IPAddress.TryParse(s.Virtual4, out var v4) || !IPAddress.TryParse(s.Virtual6, out var v6))
@@ -67,7 +95,19 @@ public static class ClusterState
             return null;
         }
         var policy = s.Spec?["policy"] is JsonValue p && p.TryGetValue<string>(out var text) && PolicyNames.TryParse(text, out var parsed) ? parsed : LoadBalancingPolicy.Random;
-        return new ServiceEntry(s.Name, v4, v6, policy, [], s.Slots is null ? [] : [.. s.Slots]);
+        var ports = ImmutableArray.CreateBuilder<PortMapping>();
+        if (s.Spec?["ports"] is JsonArray list)
+        {
+            var ignored = new ErrorCollector();
+            foreach (var item in list)
+            {
+                if (item is JsonValue v && v.TryGetValue<string>(out var port) && PortMapping.TryParse(port, "ports", ignored) is { } mapping)
+                {
+                    ports.Add(mapping);
+                }
+            }
+        }
+        return new ServiceEntry(s.Name, v4, v6, policy, ports.ToImmutable(), s.Slots is null ? [] : [.. s.Slots]);
     }
 
     private static InstanceEntry? Instance(InstanceClaim i)
@@ -90,6 +130,6 @@ public static class ClusterState
         var command = i.Spec?["command"] is JsonArray array && array.All(x => x is JsonValue v && v.TryGetValue<string>(out _))
             ? array.Select(x => x!.GetValue<string>()).ToImmutableArray()
             : (ImmutableArray<string>?)null;
-        return new InstanceEntry(i.Id, i.Service, i.Node, a4, a6, mode.Value) { Command = command };
+        return new InstanceEntry(i.Id, i.Service, i.Node, a4, a6, mode.Value) { Command = command, DrainUntil = i.DrainUntil };
     }
 }

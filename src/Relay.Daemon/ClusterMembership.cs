@@ -40,6 +40,12 @@ public sealed partial class ClusterMembership : IAsyncDisposable
     /// <summary>This node's name.</summary>
     public string Node => _lease.Record.Name;
 
+    /// <summary>The connection to the cluster's etcd.</summary>
+    public EtcdConnection Etcd => _etcd;
+
+    /// <summary>This node's lease (its record and applied revision live on it).</summary>
+    public NodeLease Lease => _lease;
+
     /// <summary>The etcd endpoints.</summary>
     public IReadOnlyList<string> Endpoints => _etcd.Endpoints;
 

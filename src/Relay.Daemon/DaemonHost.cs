@@ -56,6 +56,9 @@ public static class DaemonHost
             ? await ClusterMembership.JoinAsync(options, logs.CreateLogger("relay.cluster"), cancellationToken).ConfigureAwait(false)
             : null;
         daemon.Cluster = membership;
+        await using var networks = membership is null ? null
+            : await Cluster.ClusterNetworks.StartAsync(options, membership, logs, cancellationToken).ConfigureAwait(false);
+        daemon.ClusterNetworks = networks;
         app.UseMiddleware<PeerCredentials>();
         app.UseMiddleware<ErrorHandling>();
         Endpoints.Map(app, daemon);

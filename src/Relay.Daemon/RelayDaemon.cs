@@ -42,6 +42,9 @@ public sealed partial class RelayDaemon : IDisposable
     /// <summary>This daemon as a cluster node; null on a single host.</summary>
     public ClusterMembership? Cluster { get; set; }
 
+    /// <summary>The cluster's networks as this node serves them; null on a single host.</summary>
+    public Cluster.ClusterNetworks? ClusterNetworks { get; set; }
+
     /// <summary>
     /// The nodes: the cluster's, or this host alone (a cluster of one, named by <c>--node</c> or the
     /// host name).

@@ -53,6 +53,9 @@ public sealed record InstanceInfo(string Name, string Service, string Namespace,
     /// <summary>none, starting, healthy or unhealthy.</summary>
     public string Health { get; init; } = HealthStates.None;
 
+    /// <summary>The node it runs on (null on a single host).</summary>
+    public string? Node { get; init; }
+
     /// <summary>Restart policy of its command.</summary>
     public string Restart { get; init; } = "on-failure";
 

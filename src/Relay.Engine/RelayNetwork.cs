@@ -516,30 +516,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
 
     private IEnumerable<InstanceRecord> InstancesOf(ServiceName service) => _instanceRecords.Values.Where(i => i.Service == service);
 
-    private string GenerateInstanceName(ServiceName service)
-    {
-        var label = service.Value.Split('.')[0];
-        label = label.Length > 50 ? label[..50].TrimEnd('-') : label;
-        // label-N, one past the highest N in use: hello-1, hello-2, and a migration's fresh
-        // instance hello-3 (a name is not reused while its predecessor may still be draining).
-        var highest = 0;
-        foreach (var existing in _instanceRecords.Keys)
-        {
-            if (existing.Length > label.Length + 1 && existing.StartsWith(label + "-", StringComparison.Ordinal)
-                && int.TryParse(existing.AsSpan(label.Length + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var k))
-            {
-                highest = Math.Max(highest, k);
-            }
-        }
-        for (var n = highest + 1; ; n++)
-        {
-            var candidate = $"{label}-{n}";
-            if (!_instanceRecords.ContainsKey(candidate))
-            {
-                return candidate;
-            }
-        }
-    }
+    private string GenerateInstanceName(ServiceName service) => ResourceName.NextInstance(service.Value, _instanceRecords.Keys);
 
     private static void ValidateCommand(IReadOnlyList<string> command, string field, ErrorCollector errors)
     {

@@ -121,6 +121,12 @@ internal static class OperationCommands
                 Json(r);
                 return 0;
             }
+            if (r.Revision is { } revision)
+            {
+                Console.WriteLine($"{r.Service}: {r.From} -> {r.To} (revision {revision}: written in {r.RepointUs / 1000:0.0} ms, applied by "
+                    + (r.NotApplied is { Count: > 0 } behind ? $"the live nodes but {string.Join(", ", behind)} (not within the wait)" : "every live node") + $" in {r.SwitchUs / 1000:0.0} ms); {r.From} drains, then stops");
+                return r.NotApplied is { Count: > 0 } ? 2 : 0;
+            }
             Console.WriteLine($"{r.Service}: {r.From} -> {r.To} (re-point {r.RepointUs:0} us, switch {r.SwitchUs:0} us, {r.StaleFlowsDeleted} stale flow{(r.StaleFlowsDeleted == 1 ? "" : "s")} moved); {r.From} drains, then stops");
             return 0;
         }));

@@ -107,6 +107,7 @@ internal static class ResourceCommands
         var name = new Option<string?>("--name") { Description = "Its name (default: the service's first label and a number, as pong-1)." };
         var restart = new Option<string?>("--restart") { Description = "never, on-failure (default) or always." };
         var standby = new Option<bool>("--standby") { Description = "Up but not in the balancer (a migration target)." };
+        var node = new Option<string?>("--node") { Description = "In a cluster: the node it runs on (default: the node of the daemon asked)." };
         var healthTcp = new Option<int?>("--health-tcp") { Description = "Health check: TCP connect to this port." };
         var healthHttp = new Option<string?>("--health-http") { Description = "Health check: HTTP GET PORT[/PATH], 2xx/3xx is healthy." };
         var healthIcmp = new Option<bool>("--health-icmp") { Description = "Health check: ping." };
@@ -117,11 +118,12 @@ internal static class ResourceCommands
         var command = new Argument<string[]>("COMMAND") { Description = "The command to run in the instance (after --).", Arity = ArgumentArity.ZeroOrMore };
         var add = new Command("add", "Add an instance: namespace, veth, addresses, command, then its place in the balancer. The command sees RELAY_NETWORK, RELAY_SERVICE and RELAY_INSTANCE.")
         {
-            service, network, name, restart, standby, healthTcp, healthHttp, healthIcmp, healthExec, interval, timeout, threshold, command,
+            service, network, name, restart, standby, node, healthTcp, healthHttp, healthIcmp, healthExec, interval, timeout, threshold, command,
         }.WithExamples(
             "relay instance add pong.demo",
             "relay instance add hello.demo --health-tcp 7000 -- socat TCP-LISTEN:7000,fork,reuseaddr 'SYSTEM:echo hello from $RELAY_INSTANCE'",
-            "relay instance add pong.demo --standby --name pong-next");
+            "relay instance add pong.demo --standby --name pong-next",
+            "relay instance add pong.demo --node host-2");
         add.SetAction(Run(async (p, c, ct) =>
         {
             HealthSpec? health = null;
@@ -155,8 +157,9 @@ internal static class ResourceCommands
                 Restart = p.GetValue(restart),
                 Standby = p.GetValue(standby),
                 Health = health,
+                Node = p.GetValue(node),
             }, ct).ConfigureAwait(false);
-            Console.WriteLine($"instance {i.Name} of {i.Service} added: {i.Address4} and {i.Address6} (namespace {i.Namespace}){(i.State == InstanceState.Standby ? ", standby" : "")}");
+            Console.WriteLine($"instance {i.Name} of {i.Service} added{(i.Node is null ? "" : " on " + i.Node)}: {i.Address4} and {i.Address6} (namespace {i.Namespace}){(i.State == InstanceState.Standby ? ", standby" : "")}");
             return 0;
         }));
         var rmName = new Argument<string>("NAME") { Description = "The instance." };
@@ -182,6 +185,13 @@ internal static class ResourceCommands
             if (p.GetValue(output) == "json")
             {
                 Json(list);
+                return 0;
+            }
+            if (list.Any(i => i.Node is not null))
+            {
+                TableWriter.Write(Console.Out, ["name", "service", "node", "state", "balancer", "ipv4", "ipv6", "command"],
+                    list.Select(i => (IReadOnlyList<string>)[i.Name, i.Service, i.Node ?? "-", StateText(i), i.InBalancer ? "yes" : "no", i.Address4.ToString(), i.Address6.ToString(),
+                        i.Command is null ? "-" : string.Join(' ', i.Command)]));
                 return 0;
             }
             TableWriter.Write(Console.Out, ["name", "service", "state", "health", "balancer", "ipv4", "ipv6", "pid", "restarts", "command"],

@@ -277,7 +277,11 @@ public static partial class LabCluster
     {
         var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add("log=$1; shift; ip netns exec \"$@\" >\"$log\" 2>&1 </dev/null & echo $!");
+        // nsenter, not 'ip netns exec': only the network namespace changes. 'ip netns exec' also gives
+        // the process a mount namespace of its own, and the namespaces a daemon creates from there
+        // (bind mounts under /run/netns) would not be usable from the host: a lab host must share the
+        // machine's mounts as a real host's daemon shares its own.
+        psi.ArgumentList.Add("log=$1; ns=$2; shift 2; nsenter --net=/run/netns/\"$ns\" \"$@\" >\"$log\" 2>&1 </dev/null & echo $!");
         psi.ArgumentList.Add("sh");
         psi.ArgumentList.Add(log);
         psi.ArgumentList.Add(netns);

@@ -46,4 +46,33 @@ public static class ResourceName
         }
         return name.ToLowerInvariant();
     }
+
+    /// <summary>
+    /// The default name of a new instance of <paramref name="service"/>: its first label and one past
+    /// the highest number in use (hello-1, hello-2, and a migration's fresh instance hello-3; a name
+    /// is not reused while its predecessor may still be draining).
+    /// </summary>
+    public static string NextInstance(string service, IEnumerable<string> existing)
+    {
+        var label = service.Split('.')[0];
+        label = label.Length > 50 ? label[..50].TrimEnd('-') : label;
+        var taken = existing.ToHashSet(StringComparer.Ordinal);
+        var highest = 0;
+        foreach (var name in taken)
+        {
+            if (name.Length > label.Length + 1 && name.StartsWith(label + "-", StringComparison.Ordinal)
+                && int.TryParse(name.AsSpan(label.Length + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var k))
+            {
+                highest = Math.Max(highest, k);
+            }
+        }
+        for (var n = highest + 1; ; n++)
+        {
+            var candidate = $"{label}-{n}";
+            if (!taken.Contains(candidate))
+            {
+                return candidate;
+            }
+        }
+    }
 }

@@ -41,7 +41,14 @@ public sealed record NetworkSummary(string Name, string Namespace, string Gatewa
 public sealed record MigrateRequest(string? From = null, string? To = null, string? Drain = null);
 
 /// <summary>What a migration did.</summary>
-public sealed record MigrateResponse(string Service, string From, string To, double RepointUs, double SwitchUs, int StaleFlowsDeleted);
+public sealed record MigrateResponse(string Service, string From, string To, double RepointUs, double SwitchUs, int StaleFlowsDeleted)
+{
+    /// <summary>In a cluster: the etcd revision of the re-point.</summary>
+    public long? Revision { get; init; }
+
+    /// <summary>In a cluster: live nodes that had not applied the re-point when the call gave up waiting (null: all had).</summary>
+    public IReadOnlyList<string>? NotApplied { get; init; }
+}
 
 /// <summary>POST .../flows/repoint.</summary>
 public sealed record RepointRequest(string Client, string Service, string Instance);

@@ -25,6 +25,56 @@ public static class Endpoints
         v1.MapGet("/status", async (CancellationToken ct) => Status(daemon, daemon.Cluster is { } c ? await c.StatusAsync(ct).ConfigureAwait(false) : null)).WithName("status");
         v1.MapGet("/nodes", (CancellationToken ct) => daemon.NodesAsync(ct));
 
+        if (daemon.ClusterNetworks is { } cluster)
+        {
+            ClusterEndpoints.Map(v1, cluster);
+        }
+        else
+        {
+            MapLocal(v1, daemon);
+        }
+        // relay down: every network goes; with stop=true the daemon then exits too (its socket
+        // is removed), so nothing of Relay's is left running.
+        v1.MapPost("/down", (bool? stop, IHostApplicationLifetime lifetime) =>
+        {
+            var removed = daemon.ClusterNetworks is { } c ? [.. daemon.Down(), .. c.Leave()] : daemon.Down();
+            if (stop == true)
+            {
+                _ = Task.Delay(100).ContinueWith(_ => lifetime.StopApplication(), TaskScheduler.Default);
+            }
+            return new DownResponse(removed, stop == true);
+        });
+
+        v1.MapGet("/events", async (HttpContext context, bool? follow, CancellationToken ct) =>
+        {
+            context.Response.ContentType = "application/x-ndjson";
+            if (follow != true)
+            {
+                foreach (var e in daemon.Events.Recent())
+                {
+                    await WriteLine(context, e, ct).ConfigureAwait(false);
+                }
+                return;
+            }
+            await context.Response.Body.FlushAsync(ct).ConfigureAwait(false);
+            try
+            {
+                await foreach (var e in daemon.Events.Follow(ct).ConfigureAwait(false))
+                {
+                    await WriteLine(context, e, ct).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                // The client went away.
+            }
+        });
+        app.MapGet("/metrics", () => Results.Text(daemon.Metrics.Render(daemon.Networks), "text/plain; version=0.0.4"));
+    }
+
+    /// <summary>The resource routes of a single host: every call goes into a <see cref="RelayNetwork"/>.</summary>
+    private static void MapLocal(RouteGroupBuilder v1, RelayDaemon daemon)
+    {
         v1.MapGet("/networks", () => daemon.Networks.Select(Summary).ToArray());
         v1.MapPost("/networks", (NetworkSpec spec) =>
         {
@@ -73,6 +123,10 @@ public static class Endpoints
             {
                 errors.Add(ErrorCode.Invalid, "instance.service", "the service is required");
             }
+            if (spec.Node is { } node && node != (daemon.Options.Node ?? Environment.MachineName))
+            {
+                errors.Add(ErrorCode.Invalid, "instance.node", $"no node '{node}': this daemon is a single host; --node needs a cluster (relay daemon --etcd ...)");
+            }
             errors.ThrowIfAny();
             var created = daemon.Network(network).AddInstance(spec.Service!, options);
             return Results.Created($"/v1/networks/{network}/instances/{created.Name}", created);
@@ -97,43 +151,6 @@ public static class Endpoints
 
         v1.MapPost("/apply", async (DesiredState state, bool? dryRun) =>
             await new Applier(daemon).ApplyAsync(state, dryRun == true).ConfigureAwait(false));
-        // relay down: every network goes; with stop=true the daemon then exits too (its socket
-        // is removed), so nothing of Relay's is left running.
-        v1.MapPost("/down", (bool? stop, IHostApplicationLifetime lifetime) =>
-        {
-            var removed = daemon.Down();
-            if (stop == true)
-            {
-                _ = Task.Delay(100).ContinueWith(_ => lifetime.StopApplication(), TaskScheduler.Default);
-            }
-            return new DownResponse(removed, stop == true);
-        });
-
-        v1.MapGet("/events", async (HttpContext context, bool? follow, CancellationToken ct) =>
-        {
-            context.Response.ContentType = "application/x-ndjson";
-            if (follow != true)
-            {
-                foreach (var e in daemon.Events.Recent())
-                {
-                    await WriteLine(context, e, ct).ConfigureAwait(false);
-                }
-                return;
-            }
-            await context.Response.Body.FlushAsync(ct).ConfigureAwait(false);
-            try
-            {
-                await foreach (var e in daemon.Events.Follow(ct).ConfigureAwait(false))
-                {
-                    await WriteLine(context, e, ct).ConfigureAwait(false);
-                }
-            }
-            catch (OperationCanceledException)
-            {
-                // The client went away.
-            }
-        });
-        app.MapGet("/metrics", () => Results.Text(daemon.Metrics.Render(daemon.Networks), "text/plain; version=0.0.4"));
     }
 
     private static async Task WriteLine(HttpContext context, RelayEvent e, CancellationToken ct)
@@ -143,7 +160,9 @@ public static class Endpoints
     }
 
     private static StatusResponse Status(RelayDaemon daemon, ClusterStatus? cluster)
-        => new(Version, daemon.StartedAt, daemon.Options.Socket, daemon.Networks.Select(Summary).ToArray(), daemon.Failed, cluster);
+        => daemon.ClusterNetworks is { } networks
+            ? new(Version, daemon.StartedAt, daemon.Options.Socket, networks.Networks(), networks.Failed, cluster)
+            : new(Version, daemon.StartedAt, daemon.Options.Socket, daemon.Networks.Select(Summary).ToArray(), daemon.Failed, cluster);
 
     private static NetworkSummary Summary(RelayNetwork n)
     {
@@ -152,7 +171,7 @@ public static class Endpoints
             n.Services.Count, instances.Count, instances.Count(i => i.Health is HealthStates.Healthy or HealthStates.None), n.ServiceTraffic().Values.Sum(t => t.Flows));
     }
 
-    private static TimeSpan? ParseDrain(string? drain)
+    internal static TimeSpan? ParseDrain(string? drain)
     {
         if (drain is null)
         {

@@ -23,36 +23,53 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
     /// <summary>The last error, or null after a step that applied.</summary>
     public string? LastError { get; private set; }
 
-    /// <summary>Watches and reconciles until <paramref name="ct"/> is cancelled.</summary>
-    public Task RunAsync(CancellationToken ct) => new ClusterWatch(etcd, ClusterKeys.Root).RunAsync(ApplyAsync, ct);
+    /// <summary>Watches and reconciles until <paramref name="ct"/> is cancelled, recording each applied revision.</summary>
+    public Task RunAsync(CancellationToken ct) => new ClusterWatch(etcd, ClusterKeys.Root).RunAsync(async step =>
+    {
+        if (Apply(step) == StepOutcome.Applied)
+        {
+            await RecordAsync(lease, network.Network, step.Revision, log).ConfigureAwait(false);
+        }
+    }, ct);
 
-    private async Task ApplyAsync(WatchStep step)
+    /// <summary>
+    /// Brings the kernel to <paramref name="step"/>'s state of this network. Skipped when the step
+    /// touches neither the network nor the nodes; Failed (logged, the kernel as it was) when the
+    /// kernel refused it. The caller records the revision.
+    /// </summary>
+    public StepOutcome Apply(WatchStep step)
     {
         if (!step.Resync && network.AppliedRevision > 0 && !step.Changed.Any(Relevant))
         {
-            return;
+            return StepOutcome.Skipped;
         }
         try
         {
             var state = ClusterState.Read(network.Network, pool4, pool6, step.Revision, step.State);
             network.Reconcile(state);
             LastError = null;
+            return StepOutcome.Applied;
         }
         catch (Exception e) when (e is RelayException or IOException or InvalidOperationException)
         {
             LastError = e.Message;
             LogRefused(log, network.Network, step.Revision, e.Message);
-            return;
+            return StepOutcome.Failed;
         }
+    }
+
+    /// <summary>Records <paramref name="revision"/> as this node's applied one; a store that is away only makes the record late.</summary>
+    public static async Task RecordAsync(NodeLease lease, string network, long revision, ILogger log)
+    {
         try
         {
-            await lease.RecordAppliedAsync(step.Revision).ConfigureAwait(false);
+            await lease.RecordAppliedAsync(revision).ConfigureAwait(false);
         }
         catch (RelayException e)
         {
             // The kernel holds the state; only the record of it is late (the store is away). The
             // next step records a newer revision.
-            LogNotRecorded(log, network.Network, step.Revision, e.Message);
+            LogNotRecorded(log, network, revision, e.Message);
         }
     }
 
@@ -79,6 +96,19 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
             }
             await Task.Delay(1, ct).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>What <see cref="Apply"/> did with a step.</summary>
+    public enum StepOutcome
+    {
+        /// <summary>Nothing of this network changed.</summary>
+        Skipped,
+
+        /// <summary>The kernel holds the step's state.</summary>
+        Applied,
+
+        /// <summary>The kernel refused it; it keeps the last applied state.</summary>
+        Failed,
     }
 
     [LoggerMessage(EventId = 85, Level = LogLevel.Error, Message = "network {Network}: revision {Revision} not applied: {Error}; the kernel keeps the last applied state, the next change retries")]

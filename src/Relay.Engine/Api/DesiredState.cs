@@ -114,6 +114,9 @@ public sealed record InstanceSpec
 
     /// <summary>True: up but not in the balancer (a migration target).</summary>
     public bool? Standby { get; init; }
+
+    /// <summary>The node it runs on, in a cluster (default: the node of the daemon that is asked).</summary>
+    public string? Node { get; init; }
 }
 
 /// <summary>A health check in a desired state.</summary>

@@ -105,6 +105,17 @@ public sealed partial class NodeNetwork : IDisposable
     /// <summary>The namespace of local instance <paramref name="instance"/>.</summary>
     public string InstanceNamespace(string instance) => NetworkNames.Instance(_options.Name, instance, _options.Node);
 
+    /// <summary>
+    /// TCP connections still open (not TIME_WAIT or CLOSE) to a local instance at these addresses, read
+    /// from this node's conntrack table. Every flow to a local instance passes this node's
+    /// orchestrator, whichever node its client is on (a remote client's arrives over VXLAN, already
+    /// translated), so this count is the drain's view of every node at once.
+    /// </summary>
+    public int OpenTcpFlows(IPAddress address4, IPAddress address6)
+        => _dataplane.ListFlows().Count(e => e.Original.Protocol == Relay.Core.Conntrack.IpProtocols.Tcp
+            && (e.Reply.Source.Equals(address4) || e.Reply.Source.Equals(address6))
+            && e.TcpState is not (Relay.Core.Conntrack.TcpConntrackState.TimeWait or Relay.Core.Conntrack.TcpConntrackState.Close));
+
     /// <summary>The data plane (for inspection by tests and status).</summary>
     public DataplaneRuntime Dataplane => _dataplane;
 

@@ -17,14 +17,14 @@ namespace Relay.Integration.Tests.Cluster;
 public sealed class ClusterDaemonTests
 {
     [Fact]
-    public async Task LabDaemons_SeeEveryNode_KeepTheirNamespacesApart_AndSeeANodeGo()
+    public async Task LabDaemons_ShareOneNetwork_PingByNameAcrossHosts_MigrateAcrossHostsWithNothingLost_AndSeeANodeGo()
     {
         var lab = await LabCluster.UpAsync(new LabOptions
         {
             Name = LabFixture.UniqueName(), Hosts = 3, Root = LabFixture.Root, HeartbeatMs = 50, ElectionMs = 500,
             RelayBinary = DaemonBed.Binary, LeaseTtl = TimeSpan.FromSeconds(2),
         });
-        string[] orchestrators = [.. lab.Hosts.Take(2).Select(h => $"relay-default@{h.Name}")];
+        string[] orchestrators = [.. lab.Hosts.Select(h => $"relay-default@{h.Name}")];
         try
         {
             var nodes = Nodes(lab, 0);
@@ -43,14 +43,69 @@ public sealed class ClusterDaemonTests
                 Assert.Single(members, m => m.GetProperty("leader").GetBoolean());
             }
 
-            // The same network on two hosts of one machine: names carry the node, nothing collides.
-            foreach (var host in new[] { 0, 1 })
-            {
-                Ok(lab, host, "service", "add", "b.com");
-                Ok(lab, host, "instance", "add", "b.com");
-            }
+            // One network across the hosts: a service added on one host is every host's; instances
+            // run where --node says, their namespaces carry the node's name.
+            Ok(lab, 0, "service", "add", "a.com");
+            Ok(lab, 1, "service", "add", "b.com");
+            Ok(lab, 0, "instance", "add", "a.com");
+            Ok(lab, 0, "instance", "add", "b.com", "--node", lab.Hosts[1].Name);
+            Ok(lab, 1, "instance", "add", "b.com", "--node", lab.Hosts[2].Name, "--standby");
+            var instances = Instances(lab, 2);
+            Assert.Equal(["a-1", "b-1", "b-2"], instances.Select(i => i.GetProperty("name").GetString()));
+            Assert.Equal([lab.Hosts[0].Name, lab.Hosts[1].Name, lab.Hosts[2].Name], instances.Select(i => i.GetProperty("node").GetString()));
             Assert.All(orchestrators, o => Assert.True(Netns.Exists(o), o));
-            Assert.Equal(1, Nodes(lab, 0)[0].GetProperty("instances").GetInt32());
+            var a = instances[0].GetProperty("namespace").GetString()!;
+            Assert.Equal($"relay-default@{lab.Hosts[0].Name}.a-1", a);
+            Assert.True(Netns.Exists(a));
+            Assert.Equal([1, 1, 1], Nodes(lab, 0).Select(n => n.GetProperty("instances").GetInt32()));
+
+            // By name from host 1 to the instance on host 2, IPv4 and IPv6, through the node's DNS.
+            using (var service = JsonDocument.Parse(Ok(lab, 2, "service", "ls", "-o", "json")))
+            {
+                var vip = service.RootElement.EnumerateArray().Single(x => x.GetProperty("name").GetString() == "b.com").GetProperty("vip4").GetString();
+                Assert.Equal(vip, Sh.InNs(a, "dig", "+short", "b.com", "A").Stdout.Trim());
+            }
+            Assert.Equal(0, Sh.InNs(a, "ping", "-c", "2", "-i", "0.2", "-W", "2", "b.com").ExitCode);
+            Assert.Equal(0, Sh.InNs(a, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "b.com").ExitCode);
+
+            // relay migrate on a third host moves the running ping to host 3's instance: the call
+            // returns when every node applied it; nothing is lost; the old instance drains and goes.
+            using (var ping = Process.Start(new ProcessStartInfo("ip", ["netns", "exec", a, "ping", "-i", "0.01", "-c", "300", "-W", "1", "b.com"]) { RedirectStandardOutput = true })!)
+            {
+                Thread.Sleep(800);
+                using var migrated = JsonDocument.Parse(Ok(lab, 2, "migrate", "b.com", "--to", "b-2", "-o", "json"));
+                Assert.False(migrated.RootElement.TryGetProperty("notApplied", out _), migrated.RootElement.ToString());
+                Assert.Equal("b-1", migrated.RootElement.GetProperty("from").GetString());
+                var revision = migrated.RootElement.GetProperty("revision").GetInt64();
+                Assert.All(Nodes(lab, 1), n => Assert.True(n.GetProperty("appliedRevision").GetInt64() >= revision, n.ToString()));
+                using (var svc = JsonDocument.Parse(Ok(lab, 0, "service", "ls", "-o", "json")))
+                {
+                    var b = svc.RootElement.EnumerateArray().Single(x => x.GetProperty("name").GetString() == "b.com");
+                    Assert.Equal(["b-2"], b.GetProperty("backends").EnumerateArray().Select(x => x.GetString()));
+                }
+                // No TCP flow holds b-1: its node removes it at the next look.
+                var drain = Stopwatch.StartNew();
+                while (Instances(lab, 0).Any(i => i.GetProperty("name").GetString() == "b-1"))
+                {
+                    Assert.True(drain.Elapsed < TimeSpan.FromSeconds(5), "b-1 still there 5 s after the migration, with no TCP flow to drain");
+                    await Task.Delay(50);
+                }
+                var oldNamespace = $"relay-default@{lab.Hosts[1].Name}.b-1";
+                while (Netns.Exists(oldNamespace))
+                {
+                    Assert.True(drain.Elapsed < TimeSpan.FromSeconds(8), oldNamespace + " still there");
+                    await Task.Delay(50);
+                }
+                var printed = ping.StandardOutput.ReadToEnd();
+                ping.WaitForExit();
+                Assert.Contains("300 packets transmitted, 300 received", printed);
+            }
+
+            // A mistake is an error with the cause, and changes nothing.
+            var bad = Sh.Run(DaemonBed.Binary, "--socket", lab.Hosts[0].Socket, "instance", "add", "b.com", "--node", "nowhere");
+            Assert.Equal(1, bad.ExitCode);
+            Assert.Contains("no live node 'nowhere'", bad.Stderr);
+            Assert.Equal(2, Instances(lab, 1).Count);
 
             // A node whose daemon dies is seen to go by the others once its lease expires.
             LabCluster.KillDaemon(lab.Hosts[2]);
@@ -82,6 +137,12 @@ public sealed class ClusterDaemonTests
         Assert.Contains("--lease-ttl", r.Stderr);
         Assert.DoesNotContain("   at ", r.Stderr);
         Assert.False(File.Exists(socket));
+    }
+
+    private static List<JsonElement> Instances(LabRecord lab, int host)
+    {
+        using var doc = JsonDocument.Parse(Ok(lab, host, "instance", "ls", "-o", "json"));
+        return doc.RootElement.EnumerateArray().Select(e => e.Clone()).OrderBy(e => e.GetProperty("name").GetString(), StringComparer.Ordinal).ToList();
     }
 
     private static List<JsonElement> Nodes(LabRecord lab, int host)

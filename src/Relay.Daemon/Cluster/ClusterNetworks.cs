@@ -1,0 +1,630 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
+using Relay.Cluster;
+using Relay.Cluster.Etcd;
+using Relay.Core.Addressing;
+using Relay.Core.Errors;
+using Relay.Core.LoadBalancing;
+using Relay.Core.Naming;
+using Relay.Core.Reconcile;
+using Relay.Daemon.Api;
+using Relay.Engine;
+using Relay.Engine.Api;
+using Relay.Engine.Cluster;
+
+namespace Relay.Daemon.Cluster;
+
+/// <summary>
+/// The networks of a cluster as this node's daemon serves them. Writes go to etcd, each as one
+/// guarded transaction (<see cref="ClusterAllocator"/>), and return once every live node has applied
+/// them; reads come from the state this node watches. One watch feeds every network this node takes
+/// part in (every network of the cluster: a node that has no instance of a network still answers its
+/// names and balances to its instances): each step goes to each network's
+/// <see cref="ClusterReconciler.Apply"/>, and the revision is recorded when all of them hold it.
+/// <para>
+/// The node also finishes the drains of its own instances: a draining instance is removed from the
+/// state when its node's conntrack table holds no open TCP connection to it any more (every client's
+/// flow passes the instance's own orchestrator), or at its drain deadline.
+/// </para>
+/// </summary>
+public sealed partial class ClusterNetworks : IAsyncDisposable
+{
+    /// <summary>How long a change waits for every live node to apply it.</summary>
+    public static readonly TimeSpan ApplyTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly DaemonOptions _options;
+    private readonly EtcdConnection _etcd;
+    private readonly NodeLease _lease;
+    private readonly IPAddress _underlay;
+    private readonly ILoggerFactory _logs;
+    private readonly ILogger _log;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<string, Part> _parts = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _failed = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ClusterAllocator> _allocators = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _leaving = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly TaskCompletionSource _firstStep = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly ClusterWatch _watch;
+    private Task _watching = Task.CompletedTask;
+    private Task _draining = Task.CompletedTask;
+    private volatile WatchStep? _state;
+    private bool _left;
+
+    private sealed record Part(NetworkClaim Claim, NodeNetwork Network, ClusterReconciler Reconciler, IPNetwork Pool4, IPNetwork Pool6);
+
+    private ClusterNetworks(DaemonOptions options, ClusterMembership membership, ILoggerFactory logs)
+    {
+        _options = options;
+        _etcd = membership.Etcd;
+        _lease = membership.Lease;
+        _underlay = IPAddress.Parse(options.Underlay!);
+        _logs = logs;
+        _log = logs.CreateLogger("relay.cluster");
+        _watch = new ClusterWatch(_etcd, ClusterKeys.Root);
+    }
+
+    /// <summary>This node.</summary>
+    public string Node => _lease.Record.Name;
+
+    /// <summary>Starts watching and reconciling; returns once the first state was applied (or 10 s passed).</summary>
+    public static async Task<ClusterNetworks> StartAsync(DaemonOptions options, ClusterMembership membership, ILoggerFactory logs, CancellationToken ct = default)
+    {
+        var networks = new ClusterNetworks(options, membership, logs);
+        networks._watching = networks._watch.RunAsync(networks.OnStepAsync, networks._stop.Token);
+        networks._draining = networks.FinishDrainsAsync(networks._stop.Token);
+        await Task.WhenAny(networks._firstStep.Task, Task.Delay(TimeSpan.FromSeconds(10), ct)).ConfigureAwait(false);
+        return networks;
+    }
+
+    /// <summary>This node's part of each network, by name.</summary>
+    public IReadOnlyList<NodeNetwork> Parts
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _parts.Values.Select(p => p.Network).OrderBy(n => n.Network, StringComparer.Ordinal).ToArray();
+            }
+        }
+    }
+
+    /// <summary>Networks whose part could not be opened on this node, with why.</summary>
+    public IReadOnlyDictionary<string, string> Failed
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return new Dictionary<string, string>(_failed, StringComparer.Ordinal);
+            }
+        }
+    }
+
+    private async Task OnStepAsync(WatchStep step)
+    {
+        _state = step;
+        var claims = ClusterState.Networks(step.State);
+        Part[] parts;
+        var changed = false;
+        lock (_gate)
+        {
+            if (_left)
+            {
+                return;
+            }
+            foreach (var (name, part) in _parts.ToArray())
+            {
+                if (!claims.ContainsKey(name))
+                {
+                    // The network was removed from the cluster: this node's part goes.
+                    _parts.Remove(name);
+                    part.Network.Remove();
+                    LogNetworkRemoved(_log, name, Node);
+                    changed = true;
+                }
+            }
+            foreach (var (name, claim) in claims)
+            {
+                if (!_parts.ContainsKey(name) && !_failed.ContainsKey(name))
+                {
+                    changed |= TryOpen(claim);
+                }
+            }
+            parts = [.. _parts.Values];
+        }
+        var failed = false;
+        var applied = false;
+        foreach (var part in parts)
+        {
+            var outcome = part.Reconciler.Apply(step);
+            failed |= outcome == ClusterReconciler.StepOutcome.Failed;
+            applied |= outcome == ClusterReconciler.StepOutcome.Applied;
+        }
+        if (!failed && (applied || changed))
+        {
+            await ClusterReconciler.RecordAsync(_lease, string.Join(",", parts.Select(p => p.Claim.Name)), step.Revision, _log).ConfigureAwait(false);
+        }
+        _firstStep.TrySetResult();
+    }
+
+    private bool TryOpen(NetworkClaim claim)
+    {
+        var errors = new ErrorCollector();
+        var pool4 = Prefix(claim.InstancePool4, AddressFamily.InterNetwork, "instancePool4", errors);
+        var pool6 = Prefix(claim.InstancePool6, AddressFamily.InterNetworkV6, "instancePool6", errors);
+        try
+        {
+            errors.ThrowIfAny();
+            var options = new NetworkOptions
+            {
+                Name = claim.Name,
+                Node = Node,
+                InstancePool4 = claim.InstancePool4,
+                InstancePool6 = claim.InstancePool6,
+                VirtualPool4 = claim.VirtualPool4,
+                VirtualPool6 = claim.VirtualPool6,
+                Dns = new DnsSettings { Zones = claim.Zones },
+                LogDirectory = _options.EffectiveLogDirectory,
+                RecordDirectory = _options.RecordDirectory,
+            };
+            // What an earlier daemon of this node left (it was killed): its record names it exactly.
+            if (NetworkRecord.Load(_options.RecordDirectory, claim.Name) is { } left)
+            {
+                var removed = left.RemoveLeftovers(_options.RecordDirectory);
+                LogLeftovers(_log, claim.Name, Node, removed.Count);
+            }
+            var network = NodeNetwork.Open(options, _underlay, null, _logs.CreateLogger("relay.network"));
+            var reconciler = new ClusterReconciler(_etcd, _lease, network, pool4!.Value, pool6!.Value, _log);
+            _parts[claim.Name] = new Part(claim, network, reconciler, pool4.Value, pool6.Value);
+            return true;
+        }
+        catch (Exception e) when (e is RelayException or IOException or InvalidOperationException)
+        {
+            _failed[claim.Name] = e.Message;
+            LogOpenFailed(_log, claim.Name, Node, e.Message);
+            return false;
+        }
+    }
+
+    private static IPNetwork? Prefix(string text, AddressFamily family, string field, ErrorCollector errors)
+    {
+        if (IPNetwork.TryParse(text, out var prefix) && prefix.BaseAddress.AddressFamily == family)
+        {
+            return prefix;
+        }
+        errors.Add(ErrorCode.Invalid, field, $"'{text}' is not a {(family == AddressFamily.InterNetwork ? "IPv4" : "IPv6")} prefix");
+        return null;
+    }
+
+    // ---- reads, from the watched state ----
+
+    private WatchStep State => _state ?? throw new RelayException(ErrorCode.Unavailable, "cluster", "cluster store unavailable: this node has not read the cluster's state yet");
+
+    /// <summary>The networks of the cluster, with this node's part of each.</summary>
+    public IReadOnlyList<NetworkSummary> Networks()
+    {
+        var step = State;
+        var result = new List<NetworkSummary>();
+        foreach (var claim in ClusterState.Networks(step.State).Values)
+        {
+            var services = ClusterState.Services(claim.Name, step.State);
+            var instances = ClusterState.Instances(claim.Name, step.State);
+            var part = PartOrNull(claim.Name);
+            result.Add(new NetworkSummary(claim.Name, part?.Network.OrchestratorNamespace ?? "-", part?.Network.Gateways.V4.ToString() ?? "-", part?.Network.Gateways.V6.ToString() ?? "-",
+                services.Count, instances.Count, instances.Count, 0));
+        }
+        return result;
+    }
+
+    private Part? PartOrNull(string network)
+    {
+        lock (_gate)
+        {
+            return _parts.GetValueOrDefault(network);
+        }
+    }
+
+    private (NetworkClaim Claim, NetworkState State) Read(string network)
+    {
+        var step = State;
+        var claims = ClusterState.Networks(step.State);
+        if (!claims.TryGetValue(network, out var claim))
+        {
+            throw new RelayException(ErrorCode.NotFound, "network", $"no network '{network}' in the cluster"
+                + (claims.Count == 0 ? "; a service added to 'default' creates it, or 'relay network create'" : $" (networks: {string.Join(", ", claims.Keys)})"));
+        }
+        var pool4 = IPNetwork.TryParse(claim.InstancePool4, out var p4) ? p4 : default;
+        var pool6 = IPNetwork.TryParse(claim.InstancePool6, out var p6) ? p6 : default;
+        return (claim, ClusterState.Read(network, pool4, pool6, step.Revision, step.State));
+    }
+
+    /// <summary>Every service of a network.</summary>
+    public IReadOnlyList<ServiceInfo> Services(string network)
+    {
+        var (_, state) = Read(network);
+        var view = Projection.Project(state, Node);
+        return state.Services.Values.Select(s => Info(s, state, view)).ToArray();
+    }
+
+    /// <summary>One service.</summary>
+    public ServiceInfo Service(string network, string service)
+    {
+        var (_, state) = Read(network);
+        var name = CanonicalService(service);
+        return state.Services.TryGetValue(name, out var s)
+            ? Info(s, state, Projection.Project(state, Node))
+            : throw new RelayException(ErrorCode.NotFound, "service", $"no service '{name}' in network '{network}'");
+    }
+
+    private static ServiceInfo Info(ServiceEntry s, NetworkState state, NodeView view)
+        => new(s.Name, s.Vip4, s.Vip6, PolicyNames.Of(s.Policy), s.Ports, view.Balancers.TryGetValue(s.Name, out var b) ? b.Select(i => i.Name).ToArray() : [],
+            state.Instances.Values.Where(i => i.Service == s.Name).Select(i => i.Name).ToArray(), AddressingModes.Service);
+
+    /// <summary>Every instance of a network, on every node.</summary>
+    public IReadOnlyList<InstanceInfo> Instances(string network)
+    {
+        var (_, state) = Read(network);
+        var view = Projection.Project(state, Node);
+        return state.Instances.Values.Select(i => Info(network, i, view)).ToArray();
+    }
+
+    /// <summary>One instance.</summary>
+    public InstanceInfo Instance(string network, string instance)
+    {
+        var (_, state) = Read(network);
+        return state.Instances.TryGetValue(instance, out var i)
+            ? Info(network, i, Projection.Project(state, Node))
+            : throw new RelayException(ErrorCode.NotFound, "instance", $"no instance '{instance}' in network '{network}'");
+    }
+
+    private static InstanceInfo Info(string network, InstanceEntry i, NodeView view)
+        => new(i.Name, i.Service, NetworkNames.Instance(network, i.Name, i.Node), Projection.HostInterface(i), i.Address4, i.Address6,
+            i.Mode switch { InstanceMode.Standby => InstanceState.Standby, InstanceMode.Draining => InstanceState.Draining, _ => InstanceState.Active },
+            i.Command is { } c ? [.. c] : null, null)
+        {
+            Node = i.Node,
+            InBalancer = view.Balancers.TryGetValue(i.Service, out var b) && b.Any(x => x.Name == i.Name),
+            DrainUntil = i.DrainUntil,
+        };
+
+    /// <summary>A name as the network's DNS servers answer it.</summary>
+    public ResolveResponse? Resolve(string name, string? network)
+    {
+        var step = State;
+        foreach (var claim in ClusterState.Networks(step.State).Values.Where(c => network is null || c.Name == network))
+        {
+            var (_, state) = Read(claim.Name);
+            if (state.Services.TryGetValue(name, out var s))
+            {
+                var view = Projection.Project(state, Node);
+                return new ResolveResponse(s.Name, claim.Name, s.Vip4.ToString(), s.Vip6.ToString(), s.Ports.Select(p => p.ToString()).ToArray(), AddressingModes.Service,
+                    view.Balancers.TryGetValue(s.Name, out var b) ? b.Select(i => i.Name).ToArray() : []);
+            }
+        }
+        return null;
+    }
+
+    // ---- writes, each one guarded transaction, then waited for ----
+
+    /// <summary>Creates a network in the cluster (Duplicate when it exists).</summary>
+    public async Task<NetworkSummary> CreateNetworkAsync(NetworkOptions options, CancellationToken ct)
+    {
+        var (claim, created, revision) = await Allocator(Node).EnsureNetworkAsync(Claim(options), ct).ConfigureAwait(false);
+        if (!created)
+        {
+            throw new RelayException(ErrorCode.Duplicate, "network.name", $"network '{claim.Name}' already exists in the cluster");
+        }
+        await WaitAsync(revision, ct).ConfigureAwait(false);
+        return Networks().First(n => n.Name == claim.Name);
+    }
+
+    /// <summary>Removes a network from the cluster: every node removes its part.</summary>
+    public async Task RemoveNetworkAsync(string network, CancellationToken ct)
+    {
+        Read(network);
+        await Allocator(Node).RemoveNetworkAsync(network, ct).ConfigureAwait(false);
+        var revision = await CurrentRevisionAsync(ct).ConfigureAwait(false);
+        await WaitAsync(revision, ct).ConfigureAwait(false);
+    }
+
+    private static NetworkClaim Claim(NetworkOptions o)
+        => new(o.Name, o.InstancePool4, o.InstancePool6, o.VirtualPool4, o.VirtualPool6, o.Dns.Zones, Guid.NewGuid().ToString("N"));
+
+    /// <summary>Adds a service; the network "default" comes into being with its first service, as on one host.</summary>
+    public async Task<ServiceInfo> AddServiceAsync(string network, ServiceSpec spec, CancellationToken ct)
+    {
+        var errors = new ErrorCollector();
+        var options = SpecMapping.ToServiceOptions(spec, "service", errors);
+        if (options.Addressing != AddressingModes.Service)
+        {
+            errors.Add(ErrorCode.Invalid, "service.addressing", "per-client flow addresses are not available in a cluster yet; use addressing 'service'");
+        }
+        errors.ThrowIfAny();
+        var claim = await NetworkForNewServiceAsync(network, ct).ConfigureAwait(false);
+        var pools = (V4: IPNetwork.Parse(claim.VirtualPool4), V6: IPNetwork.Parse(claim.VirtualPool6));
+        var json = new JsonObject
+        {
+            ["policy"] = options.Policy,
+            ["ports"] = new JsonArray([.. options.Ports.Select(p => (JsonNode)JsonValue.Create(p.ToString())!)]),
+        };
+        var (_, revision) = await Allocator(Node).AddServiceAsync(network, options.Name, pools.V4, pools.V6, json,
+            options.Vip4 is null ? null : IPAddress.Parse(options.Vip4), options.Vip6 is null ? null : IPAddress.Parse(options.Vip6), ct).ConfigureAwait(false);
+        await WaitAsync(revision, ct).ConfigureAwait(false);
+        return Service(network, options.Name);
+    }
+
+    private async Task<NetworkClaim> NetworkForNewServiceAsync(string network, CancellationToken ct)
+    {
+        var claims = ClusterState.Networks(State.State);
+        if (claims.TryGetValue(network, out var known))
+        {
+            return known;
+        }
+        if (network != SpecMapping.DefaultNetwork)
+        {
+            Read(network); // NotFound, naming those that exist
+        }
+        var (claim, _, revision) = await Allocator(Node).EnsureNetworkAsync(Claim(new NetworkOptions { Name = network }), ct).ConfigureAwait(false);
+        await WaitAsync(revision, ct).ConfigureAwait(false);
+        return claim;
+    }
+
+    /// <summary>Removes a service; with instances only when <paramref name="force"/> (they go at once).</summary>
+    public async Task RemoveServiceAsync(string network, string service, bool force, CancellationToken ct)
+    {
+        var info = Service(network, service);
+        if (info.Instances.Count > 0 && !force)
+        {
+            throw new RelayException(ErrorCode.Conflict, "service", $"service '{info.Name}' has instances ({string.Join(", ", info.Instances)}); remove them first or use --force");
+        }
+        foreach (var instance in info.Instances)
+        {
+            await Allocator(Node).RemoveInstanceAsync(network, instance, ct).ConfigureAwait(false);
+        }
+        var revision = await Allocator(Node).RemoveServiceAsync(network, info.Name, ct).ConfigureAwait(false);
+        await WaitAsync(revision, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Adds an instance on a live node (this one unless <see cref="InstanceSpec.Node"/> says otherwise).</summary>
+    public async Task<InstanceInfo> AddInstanceAsync(string network, InstanceSpec spec, CancellationToken ct)
+    {
+        var errors = new ErrorCollector();
+        var options = SpecMapping.ToInstanceOptions(spec, "instance", errors);
+        if (spec.Service is null)
+        {
+            errors.Add(ErrorCode.Invalid, "instance.service", "the service is required");
+        }
+        if (spec.Health is not null)
+        {
+            errors.Add(ErrorCode.Invalid, "instance.health", "health checks are not carried in a cluster yet; add the instance without one");
+        }
+        if (options.Name is not null)
+        {
+            ResourceName.ValidateInstance(options.Name, "instance.name", errors);
+        }
+        var (claim, state) = Read(network);
+        var service = spec.Service is null ? "" : CanonicalService(spec.Service);
+        if (spec.Service is not null && !state.Services.ContainsKey(service))
+        {
+            errors.Add(ErrorCode.NotFound, "instance.service", $"no service '{service}' in network '{network}'");
+        }
+        var node = spec.Node ?? Node;
+        if (!state.Nodes.ContainsKey(node))
+        {
+            errors.Add(ErrorCode.NotFound, "instance.node", $"no live node '{node}' (nodes: {string.Join(", ", state.Nodes.Keys)})");
+        }
+        errors.ThrowIfAny();
+        var name = options.Name ?? ResourceName.NextInstance(service, state.Instances.Keys);
+        var json = new JsonObject();
+        if (options.Command is { } command)
+        {
+            json["command"] = new JsonArray([.. command.Select(a => (JsonNode)JsonValue.Create(a)!)]);
+        }
+        if (options.Restart is { } restart)
+        {
+            json["restart"] = restart;
+        }
+        var pool4 = IPNetwork.Parse(claim.InstancePool4);
+        var pool6 = IPNetwork.Parse(claim.InstancePool6);
+        IPAddress[] reserved = [Gateway(pool4), Gateway(pool6)];
+        var (_, revision) = await Allocator(node).AddInstanceAsync(network, name, service, pool4, pool6, reserved, json, options.Standby ? "standby" : null, ct).ConfigureAwait(false);
+        await WaitAsync(revision, ct).ConfigureAwait(false);
+        return Instance(network, name);
+    }
+
+    private static IPAddress Gateway(IPNetwork pool) => IpMath.FromInteger(IpMath.ToInteger(pool.BaseAddress) + 1, pool.BaseAddress.AddressFamily);
+
+    /// <summary>
+    /// Removes an instance: it leaves every balancer at once and its node removes it when its TCP
+    /// flows are done (or at the drain deadline); a zero drain, or an instance outside the balancer,
+    /// goes at once.
+    /// </summary>
+    public async Task RemoveInstanceAsync(string network, string instance, TimeSpan? drain, CancellationToken ct)
+    {
+        var info = Instance(network, instance);
+        var deadline = drain ?? TimeSpan.FromSeconds(30);
+        long revision;
+        if (deadline > TimeSpan.Zero && info.State == InstanceState.Active)
+        {
+            (_, revision) = await Allocator(Node).DrainInstanceAsync(network, instance, DateTimeOffset.UtcNow + deadline, ct).ConfigureAwait(false);
+        }
+        else
+        {
+            revision = await Allocator(Node).RemoveInstanceAsync(network, instance, ct).ConfigureAwait(false);
+        }
+        await WaitAsync(revision, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Moves a service to another instance, on any node, make before break: one etcd transaction,
+    /// then the call waits for every live node to apply it and names those that did not in time.
+    /// Without <see cref="MigrateRequest.To"/> a fresh standby instance with the old one's command
+    /// is started on the old one's node first.
+    /// </summary>
+    public async Task<MigrateResponse> MigrateAsync(string network, string service, MigrateRequest request, TimeSpan? drain, CancellationToken ct)
+    {
+        var svc = Service(network, service);
+        var from = request.From ?? (svc.Backends.Count == 1 ? svc.Backends[0]
+            : throw new RelayException(ErrorCode.Invalid, "from", $"service '{svc.Name}' has {svc.Backends.Count} instances in the balancer ({string.Join(", ", svc.Backends)}); say which one moves with --from"));
+        var old = Instance(network, from);
+        var to = request.To;
+        if (to is null)
+        {
+            var fresh = await AddInstanceAsync(network, new InstanceSpec { Service = svc.Name, Command = old.Command, Standby = true, Node = old.Node }, ct).ConfigureAwait(false);
+            to = fresh.Name;
+        }
+        else if (Instance(network, to).Service != svc.Name)
+        {
+            throw new RelayException(ErrorCode.Conflict, "to", $"instance '{to}' serves '{Instance(network, to).Service}', not '{svc.Name}'");
+        }
+        var started = Stopwatch.GetTimestamp();
+        var (revision, _) = await Allocator(Node).RepointAsync(network, svc.Name, to, DateTimeOffset.UtcNow + (drain ?? TimeSpan.FromSeconds(30)), ct).ConfigureAwait(false);
+        var written = Stopwatch.GetTimestamp();
+        var behind = await ClusterReconciler.WaitAppliedAsync(_etcd, revision, ApplyTimeout, ct).ConfigureAwait(false);
+        var applied = Stopwatch.GetTimestamp();
+        LogMigrated(_log, network, svc.Name, from, to, revision, Stopwatch.GetElapsedTime(started, written).TotalMilliseconds, Stopwatch.GetElapsedTime(started, applied).TotalMilliseconds);
+        return new MigrateResponse(svc.Name, from, to, Math.Round(Stopwatch.GetElapsedTime(started, written).TotalMicroseconds), Math.Round(Stopwatch.GetElapsedTime(started, applied).TotalMicroseconds), 0)
+        {
+            Revision = revision,
+            NotApplied = behind.Count == 0 ? null : behind,
+        };
+    }
+
+    /// <summary>Leaves every network on this node (what <c>relay down</c> means for a node): its parts are removed, the cluster's state is kept.</summary>
+    public IReadOnlyList<string> Leave()
+    {
+        lock (_gate)
+        {
+            _left = true;
+            var names = _parts.Keys.Order(StringComparer.Ordinal).ToArray();
+            foreach (var part in _parts.Values)
+            {
+                part.Network.Remove();
+            }
+            _parts.Clear();
+            return names;
+        }
+    }
+
+    private ClusterAllocator Allocator(string node)
+    {
+        lock (_gate)
+        {
+            if (!_allocators.TryGetValue(node, out var allocator))
+            {
+                _allocators[node] = allocator = new ClusterAllocator(_etcd, node);
+            }
+            return allocator;
+        }
+    }
+
+    private static string CanonicalService(string name)
+        => ServiceName.TryParse(name, out var canonical, out var why) ? canonical.Value : throw new RelayException(ErrorCode.Invalid, "service", why);
+
+    private async Task<long> CurrentRevisionAsync(CancellationToken ct)
+    {
+        var (_, revision) = await _etcd.GetPrefixAsync(ClusterKeys.NodesPrefix, ct).ConfigureAwait(false);
+        return revision;
+    }
+
+    /// <summary>Waits for every live node to apply <paramref name="revision"/>; a node that did not in time is named in the error.</summary>
+    private async Task WaitAsync(long revision, CancellationToken ct)
+    {
+        if (revision == 0)
+        {
+            return;
+        }
+        var behind = await ClusterReconciler.WaitAppliedAsync(_etcd, revision, ApplyTimeout, ct).ConfigureAwait(false);
+        if (behind.Count > 0)
+        {
+            throw new RelayException(ErrorCode.Unavailable, "cluster",
+                $"the change was written (revision {revision}) but node(s) {string.Join(", ", behind)} did not apply it within {ApplyTimeout.TotalSeconds:0} s; 'relay node ls' shows their lag");
+        }
+    }
+
+    /// <summary>Every 100 ms: this node's draining instances whose TCP flows are done, or whose deadline passed, leave the state.</summary>
+    private async Task FinishDrainsAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(100), ct).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            Part[] parts;
+            lock (_gate)
+            {
+                parts = [.. _parts.Values];
+            }
+            foreach (var part in parts)
+            {
+                if (_state is not { } step)
+                {
+                    break;
+                }
+                foreach (var claim in ClusterState.Instances(part.Claim.Name, step.State).Where(i => i.Node == Node && i.Mode == "draining"))
+                {
+                    if (_leaving.Contains(claim.Id) || !IPAddress.TryParse(claim.Address4, out var a4) || !IPAddress.TryParse(claim.Address6, out var a6))
+                    {
+                        continue;
+                    }
+                    var open = part.Network.OpenTcpFlows(a4, a6);
+                    var expired = claim.DrainUntil is { } until && DateTimeOffset.UtcNow >= until;
+                    if (open > 0 && !expired)
+                    {
+                        continue;
+                    }
+                    _leaving.Add(claim.Id);
+                    try
+                    {
+                        await Allocator(Node).RemoveInstanceAsync(part.Claim.Name, claim.Id, ct).ConfigureAwait(false);
+                        LogDrained(_log, part.Claim.Name, claim.Id, Node, open);
+                    }
+                    catch (Exception e) when (e is RelayException or OperationCanceledException)
+                    {
+                        _leaving.Remove(claim.Id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Stops watching; every part is left running in the kernel (the next start adopts it).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await Task.WhenAll(_watching, _draining).ConfigureAwait(false);
+        lock (_gate)
+        {
+            foreach (var part in _parts.Values)
+            {
+                part.Network.Dispose();
+            }
+            _parts.Clear();
+        }
+        _stop.Dispose();
+    }
+
+    [LoggerMessage(EventId = 87, Level = LogLevel.Error, Message = "network {Network} on node {Node}: could not open this node's part: {Error}")]
+    private static partial void LogOpenFailed(ILogger log, string network, string node, string error);
+
+    [LoggerMessage(EventId = 88, Level = LogLevel.Information, Message = "network {Network} on node {Node}: removed (the network left the cluster)")]
+    private static partial void LogNetworkRemoved(ILogger log, string network, string node);
+
+    [LoggerMessage(EventId = 89, Level = LogLevel.Warning, Message = "network {Network} on node {Node}: removed {Count} objects an earlier daemon of this node left")]
+    private static partial void LogLeftovers(ILogger log, string network, string node, int count);
+
+    [LoggerMessage(EventId = 90, Level = LogLevel.Information, Message = "network {Network}: {Service} moved from {From} to {To} at revision {Revision}: written in {WrittenMs:F2} ms, applied by every node in {AppliedMs:F2} ms")]
+    private static partial void LogMigrated(ILogger log, string network, string service, string from, string to, long revision, double writtenMs, double appliedMs);
+
+    [LoggerMessage(EventId = 91, Level = LogLevel.Information, Message = "network {Network}: instance {Instance} on node {Node} drained ({Open} TCP flows left at removal)")]
+    private static partial void LogDrained(ILogger log, string network, string instance, string node, int open);
+}
