@@ -1,0 +1,148 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Relay.Cluster;
+using Relay.Cluster.Etcd;
+using Relay.Cluster.Lab;
+
+namespace Relay.Bench;
+
+/// <summary>
+/// Convergence across hosts: a re-point through a lab daemon's API (<c>POST .../migrate</c>, what
+/// <c>relay migrate</c> sends) until the answer, which comes once every live node has recorded that
+/// its kernel holds the re-point: the "API call -> last node's kernel applied".
+/// </summary>
+/// <param name="Services">Services installed in the network while re-pointing.</param>
+/// <param name="Call">API call to answer (every node applied), client side.</param>
+/// <param name="Written">Within it, until the etcd transaction committed (daemon side).</param>
+/// <param name="Applied">Within it, until every node had recorded the revision (daemon side).</param>
+/// <param name="NotAppliedInTime">Re-points some node had not applied when the call stopped waiting.</param>
+internal sealed record ConvergenceResult(int Services, LatencySummary Call, LatencySummary Written, LatencySummary Applied, int NotAppliedInTime);
+
+internal static class ClusterConvergence
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web) { DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+
+    public static ConvergenceResult Run(int services, int repoints, Action<string> progress)
+    {
+        var root = Path.Combine(Path.GetTempPath(), "relay-bench-labs");
+        var lab = LabCluster.UpAsync(new LabOptions { Name = "c" + Guid.NewGuid().ToString("N")[..7], Hosts = 3, Root = root, RelayBinary = RelayBinary() }).GetAwaiter().GetResult();
+        try
+        {
+            using var api = Client(lab.Hosts[0].Socket);
+            Post(api, "v1/networks", new { name = "default" });
+            progress(string.Create(CultureInfo.InvariantCulture, $"  installing {services} services in the cluster's network (bulk transactions; every node applies each)"));
+            using (var etcd = LabCluster.Connect(lab, 0))
+            {
+                Install(etcd, services - 1);
+                // Every node has the installed state before the first re-point.
+                var (_, revision) = etcd.GetPrefixAsync(ClusterKeys.NodesPrefix).GetAwaiter().GetResult();
+                WaitApplied(etcd, revision);
+            }
+            Post(api, "v1/networks/default/services", new { name = "b.com" });
+            Post(api, "v1/networks/default/instances", new { service = "b.com", node = lab.Hosts[1].Name });
+            progress($"  {repoints} re-points of b.com between hosts 2 and 3 through host 1's API");
+            var call = new List<double>();
+            var written = new List<double>();
+            var applied = new List<double>();
+            var late = 0;
+            for (var i = 0; i < repoints; i++)
+            {
+                var target = Post(api, "v1/networks/default/instances", new { service = "b.com", node = lab.Hosts[1 + (i + 1) % 2].Name, standby = true }).GetProperty("name").GetString();
+                var t = Stopwatch.GetTimestamp();
+                var r = Post(api, "v1/networks/default/services/b.com/migrate", new { to = target });
+                call.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+                written.Add(r.GetProperty("repointUs").GetDouble() / 1000);
+                applied.Add(r.GetProperty("switchUs").GetDouble() / 1000);
+                late += r.TryGetProperty("notApplied", out _) ? 1 : 0;
+            }
+            return new ConvergenceResult(services, LatencySummary.Of(call), LatencySummary.Of(written), LatencySummary.Of(applied), late);
+        }
+        finally
+        {
+            LabCluster.Down(lab, Relay.Engine.NetworkRecord.RemoveAll);
+        }
+    }
+
+    /// <summary>Services written straight into the store, 42 per transaction (service + two guards each, within etcd's 128 operations).</summary>
+    private static void Install(EtcdConnection etcd, int count)
+    {
+        var camel = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+        const int PerTxn = 42;
+        for (var start = 0; start < count; start += PerTxn)
+        {
+            var txn = new Etcdserverpb.TxnRequest();
+            for (var i = start; i < Math.Min(count, start + PerTxn); i++)
+            {
+                // 10.89.0.0/16 and fd52:656c:6179:2::/64 are the default network's virtual pools; from
+                // .100.0 up, clear of the few addresses the API hands out at random below.
+                var v4 = $"10.89.{100 + i / 250}.{1 + i % 250}";
+                var v6 = $"fd52:656c:6179:2::b:{i:x}";
+                var claim = new ServiceClaim($"s{i}.bench", v4, v6, null, "bench");
+                Put(txn, ClusterKeys.Service("default", claim.Name), JsonSerializer.Serialize(claim, camel));
+                Put(txn, ClusterKeys.AddressesPrefix("default") + v4, "service/" + claim.Name);
+                Put(txn, ClusterKeys.AddressesPrefix("default") + v6, "service/" + claim.Name);
+            }
+            etcd.TxnAsync(txn).GetAwaiter().GetResult();
+        }
+    }
+
+    private static void Put(Etcdserverpb.TxnRequest txn, string key, string value)
+        => txn.Success.Add(new Etcdserverpb.RequestOp { RequestPut = new Etcdserverpb.PutRequest { Key = Google.Protobuf.ByteString.CopyFromUtf8(key), Value = Google.Protobuf.ByteString.CopyFromUtf8(value) } });
+
+    private static void WaitApplied(EtcdConnection etcd, long revision)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromMinutes(5))
+        {
+            var (applied, _) = etcd.GetPrefixAsync(ClusterKeys.AppliedPrefix).GetAwaiter().GetResult();
+            if (applied.Count >= 3 && applied.All(kv => long.Parse(kv.Value.ToStringUtf8(), CultureInfo.InvariantCulture) >= revision))
+            {
+                return;
+            }
+            Thread.Sleep(50);
+        }
+        throw new TimeoutException($"the lab's nodes did not apply revision {revision} within 5 minutes");
+    }
+
+    private static JsonElement Post(HttpClient api, string path, object body)
+    {
+        using var response = api.PostAsJsonAsync(path, body, Json).GetAwaiter().GetResult();
+        var text = response.Content.ReadAsStringAsync().GetAwaiter().GetResult();
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new InvalidOperationException($"POST {path}: {(int)response.StatusCode} {text}");
+        }
+        using var doc = JsonDocument.Parse(text);
+        return doc.RootElement.Clone();
+    }
+
+    private static HttpClient Client(string socket)
+        => new(new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, ct) =>
+            {
+                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                await s.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct).ConfigureAwait(false);
+                return new NetworkStream(s, ownsSocket: true);
+            },
+        })
+        { BaseAddress = new Uri("http://relay/"), Timeout = TimeSpan.FromSeconds(60) };
+
+    /// <summary>The relay binary built next to this benchmark (same configuration).</summary>
+    private static string RelayBinary()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Relay.slnx")))
+        {
+            dir = dir.Parent;
+        }
+        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent?.Name ?? "Release";
+        var path = dir is null ? null : Path.Combine(dir.FullName, "src", "Relay.Cli", "bin", configuration, "net10.0", "relay");
+        return path is not null && File.Exists(path) ? path : throw new FileNotFoundException("the relay binary is not built (make build)", path);
+    }
+}
