@@ -5,7 +5,6 @@ using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Relay.Cluster;
 using Relay.Cluster.Etcd;
-using Relay.Core.Addressing;
 using Relay.Core.Errors;
 using Relay.Core.LoadBalancing;
 using Relay.Core.Naming;
@@ -45,7 +44,8 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     private readonly Dictionary<string, Part> _parts = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _failed = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ClusterAllocator> _allocators = new(StringComparer.Ordinal);
-    private readonly HashSet<string> _leaving = new(StringComparer.Ordinal);
+    /// <summary>This node's draining instances (network, id) whose removal was written, until the state no longer has them.</summary>
+    private readonly HashSet<(string Network, string Instance)> _leaving = [];
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource _firstStep = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ClusterWatch _watch;
@@ -154,8 +154,8 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     private bool TryOpen(NetworkClaim claim)
     {
         var errors = new ErrorCollector();
-        var pool4 = Prefix(claim.InstancePool4, AddressFamily.InterNetwork, "instancePool4", errors);
-        var pool6 = Prefix(claim.InstancePool6, AddressFamily.InterNetworkV6, "instancePool6", errors);
+        var pool4 = NodeNetwork.Pool(claim.InstancePool4, "network.instancePool4", AddressFamily.InterNetwork, errors);
+        var pool6 = NodeNetwork.Pool(claim.InstancePool6, "network.instancePool6", AddressFamily.InterNetworkV6, errors);
         try
         {
             errors.ThrowIfAny();
@@ -188,16 +188,6 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             LogOpenFailed(_log, claim.Name, Node, e.Message);
             return false;
         }
-    }
-
-    private static IPNetwork? Prefix(string text, AddressFamily family, string field, ErrorCollector errors)
-    {
-        if (IPNetwork.TryParse(text, out var prefix) && prefix.BaseAddress.AddressFamily == family)
-        {
-            return prefix;
-        }
-        errors.Add(ErrorCode.Invalid, field, $"'{text}' is not a {(family == AddressFamily.InterNetwork ? "IPv4" : "IPv6")} prefix");
-        return null;
     }
 
     // ---- reads, from the watched state ----
@@ -430,13 +420,11 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         }
         var pool4 = IPNetwork.Parse(claim.InstancePool4);
         var pool6 = IPNetwork.Parse(claim.InstancePool6);
-        IPAddress[] reserved = [Gateway(pool4), Gateway(pool6)];
+        IPAddress[] reserved = [NodeNetwork.Gateway(pool4), NodeNetwork.Gateway(pool6)];
         var (_, revision) = await Allocator(node).AddInstanceAsync(network, name, service, pool4, pool6, reserved, json, options.Standby ? "standby" : null, ct).ConfigureAwait(false);
         await WaitAsync(revision, ct).ConfigureAwait(false);
         return Instance(network, name);
     }
-
-    private static IPAddress Gateway(IPNetwork pool) => IpMath.FromInteger(IpMath.ToInteger(pool.BaseAddress) + 1, pool.BaseAddress.AddressFamily);
 
     /// <summary>
     /// Removes an instance: it leaves every balancer at once and its node removes it when its TCP
@@ -564,36 +552,46 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             {
                 parts = [.. _parts.Values];
             }
+            if (_state is not { } step)
+            {
+                continue;
+            }
+            var draining = new HashSet<(string, string)>();
             foreach (var part in parts)
             {
-                if (_state is not { } step)
+                var mine = ClusterState.Instances(part.Claim.Name, step.State).Where(i => i.Node == Node && i.Mode == "draining").ToArray();
+                draining.UnionWith(mine.Select(i => (part.Claim.Name, i.Id)));
+                if (mine.Length == 0)
                 {
-                    break;
+                    continue;
                 }
-                foreach (var claim in ClusterState.Instances(part.Claim.Name, step.State).Where(i => i.Node == Node && i.Mode == "draining"))
+                var open = part.Network.OpenTcpFlows();
+                foreach (var claim in mine)
                 {
-                    if (_leaving.Contains(claim.Id) || !IPAddress.TryParse(claim.Address4, out var a4) || !IPAddress.TryParse(claim.Address6, out var a6))
+                    if (_leaving.Contains((part.Claim.Name, claim.Id)) || !IPAddress.TryParse(claim.Address4, out var a4) || !IPAddress.TryParse(claim.Address6, out var a6))
                     {
                         continue;
                     }
-                    var open = part.Network.OpenTcpFlows(a4, a6);
+                    var flows = open.GetValueOrDefault(a4) + open.GetValueOrDefault(a6);
                     var expired = claim.DrainUntil is { } until && DateTimeOffset.UtcNow >= until;
-                    if (open > 0 && !expired)
+                    if (flows > 0 && !expired)
                     {
                         continue;
                     }
-                    _leaving.Add(claim.Id);
+                    _leaving.Add((part.Claim.Name, claim.Id));
                     try
                     {
                         await Allocator(Node).RemoveInstanceAsync(part.Claim.Name, claim.Id, ct).ConfigureAwait(false);
-                        LogDrained(_log, part.Claim.Name, claim.Id, Node, open);
+                        LogDrained(_log, part.Claim.Name, claim.Id, Node, flows);
                     }
                     catch (Exception e) when (e is RelayException or OperationCanceledException)
                     {
-                        _leaving.Remove(claim.Id);
+                        _leaving.Remove((part.Claim.Name, claim.Id));
                     }
                 }
             }
+            // Forget removals the state has caught up with: a later instance may take the same name.
+            _leaving.IntersectWith(draining);
         }
     }
 

@@ -111,10 +111,11 @@ public sealed partial class NodeNetwork : IDisposable
     /// orchestrator, whichever node its client is on (a remote client's arrives over VXLAN, already
     /// translated), so this count is the drain's view of every node at once.
     /// </summary>
-    public int OpenTcpFlows(IPAddress address4, IPAddress address6)
-        => _dataplane.ListFlows().Count(e => e.Original.Protocol == Relay.Core.Conntrack.IpProtocols.Tcp
-            && (e.Reply.Source.Equals(address4) || e.Reply.Source.Equals(address6))
-            && e.TcpState is not (Relay.Core.Conntrack.TcpConntrackState.TimeWait or Relay.Core.Conntrack.TcpConntrackState.Close));
+    /// <remarks>One conntrack dump for every instance asked about: counts by the reply's source address.</remarks>
+    public IReadOnlyDictionary<IPAddress, int> OpenTcpFlows()
+        => _dataplane.ListFlows().Where(e => e.Original.Protocol == Relay.Core.Conntrack.IpProtocols.Tcp
+                && e.TcpState is not (Relay.Core.Conntrack.TcpConntrackState.TimeWait or Relay.Core.Conntrack.TcpConntrackState.Close))
+            .GroupBy(e => e.Reply.Source).ToDictionary(g => g.Key, g => g.Count());
 
     /// <summary>The data plane (for inspection by tests and status).</summary>
     public DataplaneRuntime Dataplane => _dataplane;
@@ -303,7 +304,8 @@ public sealed partial class NodeNetwork : IDisposable
     private static bool SamePeers(ImmutableArray<VxlanPeer> a, ImmutableArray<VxlanPeer> b)
         => a.Length == b.Length && a.Zip(b).All(p => p.First.Node == p.Second.Node && p.First.Underlay.Equals(p.Second.Underlay) && p.First.Blocks.SequenceEqual(p.Second.Blocks));
 
-    private static IPNetwork? Pool(string text, string field, AddressFamily family, ErrorCollector errors)
+    /// <summary>An instance pool of <paramref name="family"/>, or an error on <paramref name="field"/>.</summary>
+    public static IPNetwork? Pool(string text, string field, AddressFamily family, ErrorCollector errors)
     {
         if (!IPNetwork.TryParse(text, out var prefix) || prefix.BaseAddress.AddressFamily != family)
         {
@@ -313,7 +315,8 @@ public sealed partial class NodeNetwork : IDisposable
         return prefix;
     }
 
-    private static IPAddress Gateway(IPNetwork prefix) => IpMath.FromInteger(IpMath.ToInteger(prefix.BaseAddress) + 1, prefix.BaseAddress.AddressFamily);
+    /// <summary>A pool's gateway: its first address after the base, the same on every node.</summary>
+    public static IPAddress Gateway(IPNetwork prefix) => IpMath.FromInteger(IpMath.ToInteger(prefix.BaseAddress) + 1, prefix.BaseAddress.AddressFamily);
 
     /// <summary>
     /// Removes the node's part of the network: instances, DNS server, overlay, orchestrator (its
