@@ -107,7 +107,7 @@ internal static class ResourceCommands
         var name = new Option<string?>("--name") { Description = "Its name (default: the service's first label and a number, as pong-1)." };
         var restart = new Option<string?>("--restart") { Description = "never, on-failure (default) or always." };
         var standby = new Option<bool>("--standby") { Description = "Up but not in the balancer (a migration target)." };
-        var node = new Option<string?>("--node") { Description = "In a cluster: the node it runs on (default: the node of the daemon asked)." };
+        var node = new Option<string?>("--node") { Description = "In a cluster (relay daemon --etcd): the node it runs on, e.g. --node host-2 (default: the node of the daemon asked)." };
         var healthTcp = new Option<int?>("--health-tcp") { Description = "Health check: TCP connect to this port." };
         var healthHttp = new Option<string?>("--health-http") { Description = "Health check: HTTP GET PORT[/PATH], 2xx/3xx is healthy." };
         var healthIcmp = new Option<bool>("--health-icmp") { Description = "Health check: ping." };
@@ -122,8 +122,7 @@ internal static class ResourceCommands
         }.WithExamples(
             "relay instance add pong.demo",
             "relay instance add hello.demo --health-tcp 7000 -- socat TCP-LISTEN:7000,fork,reuseaddr 'SYSTEM:echo hello from $RELAY_INSTANCE'",
-            "relay instance add pong.demo --standby --name pong-next",
-            "relay instance add pong.demo --node host-2");
+            "relay instance add pong.demo --standby --name pong-next");
         add.SetAction(Run(async (p, c, ct) =>
         {
             HealthSpec? health = null;
