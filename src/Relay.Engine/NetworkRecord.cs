@@ -26,6 +26,9 @@ public sealed record NetworkRecord
     /// <summary>Instance namespaces.</summary>
     public IReadOnlyList<string> Instances { get; init; } = [];
 
+    /// <summary>Commands running in those namespaces (a cluster node's; a restarted daemon adopts them by pid and start time).</summary>
+    public IReadOnlyList<RecordedProcess> Processes { get; init; } = [];
+
     /// <summary>Path of the record of <paramref name="network"/> in <paramref name="directory"/>.</summary>
     public static string PathFor(string directory, string network) => Path.Combine(directory, network + ".json");
 
@@ -85,6 +88,12 @@ public sealed record NetworkRecord
         return removed;
     }
 }
+
+/// <summary>A command an instance runs: its pid and start time (/proc/PID/stat field 22), its identity together.</summary>
+/// <param name="Instance">The instance.</param>
+/// <param name="Pid">Process id.</param>
+/// <param name="StartTime">Start time in clock ticks since boot.</param>
+public sealed record RecordedProcess(string Instance, int Pid, long StartTime);
 
 /// <summary>How Relay names what it creates for a network.</summary>
 public static class NetworkNames

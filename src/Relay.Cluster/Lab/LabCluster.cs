@@ -281,7 +281,7 @@ public static partial class LabCluster
         // the process a mount namespace of its own, and the namespaces a daemon creates from there
         // (bind mounts under /run/netns) would not be usable from the host: a lab host must share the
         // machine's mounts as a real host's daemon shares its own.
-        psi.ArgumentList.Add("log=$1; ns=$2; shift 2; nsenter --net=/run/netns/\"$ns\" \"$@\" >\"$log\" 2>&1 </dev/null & echo $!");
+        psi.ArgumentList.Add("log=$1; ns=$2; shift 2; nsenter --net=/run/netns/\"$ns\" \"$@\" >>\"$log\" 2>&1 </dev/null & echo $!");
         psi.ArgumentList.Add("sh");
         psi.ArgumentList.Add(log);
         psi.ArgumentList.Add(netns);
@@ -424,6 +424,23 @@ public static partial class LabCluster
         {
             Signals.Send(host.DaemonPid, Signals.Kill);
         }
+    }
+
+    /// <summary>
+    /// Starts host <paramref name="index"/>'s relay daemon again (after <see cref="KillDaemon"/>), with
+    /// the lab's settings, and returns once its API socket is open; the record is updated with its pid.
+    /// </summary>
+    public static async Task<LabRecord> RestartDaemonAsync(LabRecord lab, int index, string relayBinary, TimeSpan leaseTtl, CancellationToken ct = default)
+    {
+        var host = lab.Hosts[index];
+        File.Delete(host.Socket); // the killed daemon's, the lab's own path
+        var options = new LabOptions { Name = lab.Name, Hosts = lab.Hosts.Count, RelayBinary = relayBinary, LeaseTtl = leaseTtl };
+        var hosts = lab.Hosts.ToArray();
+        hosts[index] = host with { DaemonPid = StartDaemon(lab, host, index, options) };
+        var record = lab with { Hosts = hosts };
+        Write(record);
+        await WaitForDaemonsAsync(record with { Hosts = [hosts[index]] }, TimeSpan.FromSeconds(30), ct).ConfigureAwait(false);
+        return record;
     }
 
     /// <summary>Stops (SIGSTOP) or resumes (SIGCONT) a member: a member that cannot answer, as on a partitioned host.</summary>

@@ -131,7 +131,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             {
                 if (!_parts.ContainsKey(name) && !_failed.ContainsKey(name))
                 {
-                    changed |= TryOpen(claim);
+                    changed |= TryOpen(claim, step);
                 }
             }
             parts = [.. _parts.Values];
@@ -151,7 +151,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         _firstStep.TrySetResult();
     }
 
-    private bool TryOpen(NetworkClaim claim)
+    private bool TryOpen(NetworkClaim claim, WatchStep step)
     {
         var errors = new ErrorCollector();
         var pool4 = NodeNetwork.Pool(claim.InstancePool4, "network.instancePool4", AddressFamily.InterNetwork, errors);
@@ -171,13 +171,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
                 LogDirectory = _options.EffectiveLogDirectory,
                 RecordDirectory = _options.RecordDirectory,
             };
-            // What an earlier daemon of this node left (it was killed): its record names it exactly.
-            if (NetworkRecord.Load(_options.RecordDirectory, claim.Name) is { } left)
-            {
-                var removed = left.RemoveLeftovers(_options.RecordDirectory);
-                LogLeftovers(_log, claim.Name, Node, removed.Count);
-            }
-            var network = NodeNetwork.Open(options, _underlay, null, _logs.CreateLogger("relay.network"));
+            var network = OpenOrAdopt(options, claim, pool4!.Value, pool6!.Value, step);
             var reconciler = new ClusterReconciler(_etcd, _lease, network, pool4!.Value, pool6!.Value, _log);
             _parts[claim.Name] = new Part(claim, network, reconciler, pool4.Value, pool6.Value);
             return true;
@@ -188,6 +182,34 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             LogOpenFailed(_log, claim.Name, Node, e.Message);
             return false;
         }
+    }
+
+    /// <summary>
+    /// This node's part of a network: taken over as it is when an earlier daemon of this node left
+    /// one (a restart: forwarding never stopped, and nothing right is rewritten), else created. What
+    /// cannot be taken over is removed, exactly as its record names it, and created again.
+    /// </summary>
+    private NodeNetwork OpenOrAdopt(NetworkOptions options, NetworkClaim claim, IPNetwork pool4, IPNetwork pool6, WatchStep step)
+    {
+        var log = _logs.CreateLogger("relay.network");
+        if (NetworkRecord.Load(_options.RecordDirectory, claim.Name) is not { } left)
+        {
+            return NodeNetwork.Open(options, _underlay, null, log);
+        }
+        if (NodeNetwork.CanAdopt(left, Node))
+        {
+            try
+            {
+                return NodeNetwork.Adopt(options, _underlay, left, ClusterState.Read(claim.Name, pool4, pool6, step.Revision, step.State), log);
+            }
+            catch (Exception e) when (e is RelayException or IOException or InvalidOperationException)
+            {
+                LogAdoptFailed(_log, claim.Name, Node, e.Message);
+            }
+        }
+        var removed = left.RemoveLeftovers(_options.RecordDirectory);
+        LogLeftovers(_log, claim.Name, Node, removed.Count);
+        return NodeNetwork.Open(options, _underlay, null, log);
     }
 
     // ---- reads, from the watched state ----
@@ -259,7 +281,8 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     {
         var (_, state) = Read(network);
         var view = Projection.Project(state, Node);
-        return state.Instances.Values.Select(i => Info(network, i, view)).ToArray();
+        var part = PartOrNull(network)?.Network;
+        return state.Instances.Values.Select(i => Info(network, i, view, part)).ToArray();
     }
 
     /// <summary>One instance.</summary>
@@ -267,14 +290,15 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     {
         var (_, state) = Read(network);
         return state.Instances.TryGetValue(instance, out var i)
-            ? Info(network, i, Projection.Project(state, Node))
+            ? Info(network, i, Projection.Project(state, Node), PartOrNull(network)?.Network)
             : throw new RelayException(ErrorCode.NotFound, "instance", $"no instance '{instance}' in network '{network}'");
     }
 
-    private static InstanceInfo Info(string network, InstanceEntry i, NodeView view)
+    /// <summary>An instance as the API shows it; its command's pid only where it runs (<paramref name="part"/> is this node's).</summary>
+    private static InstanceInfo Info(string network, InstanceEntry i, NodeView view, NodeNetwork? part)
         => new(i.Name, i.Service, NetworkNames.Instance(network, i.Name, i.Node), Projection.HostInterface(i), i.Address4, i.Address6,
             i.Mode switch { InstanceMode.Standby => InstanceState.Standby, InstanceMode.Draining => InstanceState.Draining, _ => InstanceState.Active },
-            i.Command is { } c ? [.. c] : null, null)
+            i.Command is { } c ? [.. c] : null, i.Node == view.Node ? part?.ProcessId(i.Name) : null)
         {
             Node = i.Node,
             InBalancer = view.Balancers.TryGetValue(i.Service, out var b) && b.Any(x => x.Name == i.Name),
@@ -616,6 +640,9 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
 
     [LoggerMessage(EventId = 88, Level = LogLevel.Information, Message = "network {Network} on node {Node}: removed (the network left the cluster)")]
     private static partial void LogNetworkRemoved(ILogger log, string network, string node);
+
+    [LoggerMessage(EventId = 92, Level = LogLevel.Warning, Message = "network {Network} on node {Node}: the part an earlier daemon left could not be taken over ({Error}); it is removed and created again")]
+    private static partial void LogAdoptFailed(ILogger log, string network, string node, string error);
 
     [LoggerMessage(EventId = 89, Level = LogLevel.Warning, Message = "network {Network} on node {Node}: removed {Count} objects an earlier daemon of this node left")]
     private static partial void LogLeftovers(ILogger log, string network, string node, int count);

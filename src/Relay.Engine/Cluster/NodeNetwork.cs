@@ -117,6 +117,15 @@ public sealed partial class NodeNetwork : IDisposable
                 && e.TcpState is not (Relay.Core.Conntrack.TcpConntrackState.TimeWait or Relay.Core.Conntrack.TcpConntrackState.Close))
             .GroupBy(e => e.Reply.Source).ToDictionary(g => g.Key, g => g.Count());
 
+    /// <summary>The pid of the command local instance <paramref name="instance"/> runs, while it runs (null otherwise).</summary>
+    public int? ProcessId(string instance)
+    {
+        lock (_gate)
+        {
+            return _processes.TryGetValue(instance, out var p) && !p.HasExited ? p.Pid : null;
+        }
+    }
+
     /// <summary>The data plane (for inspection by tests and status).</summary>
     public DataplaneRuntime Dataplane => _dataplane;
 
@@ -128,16 +137,7 @@ public sealed partial class NodeNetwork : IDisposable
     public static NodeNetwork Open(NetworkOptions options, IPAddress underlay, string? hostNamespace = null, ILogger? logger = null)
     {
         var log = logger ?? NullLogger.Instance;
-        var errors = new ErrorCollector();
-        if (options.Node is null)
-        {
-            errors.Add(ErrorCode.Invalid, "node", "a cluster network needs the node's name");
-        }
-        var pool4 = Pool(options.InstancePool4, "network.instancePool4", AddressFamily.InterNetwork, errors);
-        var pool6 = Pool(options.InstancePool6, "network.instancePool6", AddressFamily.InterNetworkV6, errors);
-        errors.ThrowIfAny();
-
-        var gateways = new Gateways(Gateway(pool4!.Value), Gateway(pool6!.Value));
+        var (_, gateways) = Validate(options);
         var mtu = VxlanPlan.Mtu(underlay.AddressFamily);
         var ns = NetworkNames.Orchestrator(options.Name, options.Node);
         var thread = TopologyBuilder.CreateOrchestrator(ns);
@@ -166,6 +166,19 @@ public sealed partial class NodeNetwork : IDisposable
         }
     }
 
+    private static (IPNetwork Pool4, Gateways Gateways) Validate(NetworkOptions options)
+    {
+        var errors = new ErrorCollector();
+        if (options.Node is null)
+        {
+            errors.Add(ErrorCode.Invalid, "node", "a cluster network needs the node's name");
+        }
+        var pool4 = Pool(options.InstancePool4, "network.instancePool4", AddressFamily.InterNetwork, errors);
+        var pool6 = Pool(options.InstancePool6, "network.instancePool6", AddressFamily.InterNetworkV6, errors);
+        errors.ThrowIfAny();
+        return (pool4!.Value, new Gateways(Gateway(pool4.Value), Gateway(pool6!.Value)));
+    }
+
     /// <summary>
     /// Brings this node's kernel to <paramref name="state"/>. A state whose revision is not newer
     /// than the one applied changes nothing. Throws (and leaves the table as it was) when the kernel
@@ -185,7 +198,14 @@ public sealed partial class NodeNetwork : IDisposable
             {
                 return new ReconcileResult(last.Revision, 0, 0, 0, false, Stopwatch.GetElapsedTime(started));
             }
-            var view = Projection.Project(state, Node);
+            return Apply(Projection.Project(state, Node), started);
+        }
+    }
+
+    private ReconcileResult Apply(NodeView view, long started)
+    {
+        lock (_gate)
+        {
             var after = view.Local.ToDictionary(i => i.Name, StringComparer.Ordinal);
 
             // 1. Wire what is new (or changed address: a new instance under an old name). What is
@@ -204,6 +224,10 @@ public sealed partial class NodeNetwork : IDisposable
                 SaveRecord(view);
                 Wire(instance);
                 wired++;
+            }
+            if (wired > 0)
+            {
+                SaveRecord(view); // with the commands' pids
             }
 
             // 2. The table, in one transaction.
@@ -262,7 +286,7 @@ public sealed partial class NodeNetwork : IDisposable
             }
             if (instance.Command is { IsDefaultOrEmpty: false } command)
             {
-                var log = Path.Combine(_options.LogDirectory, _options.Name, instance.Name + ".log");
+                var log = LogFile(instance);
                 Directory.CreateDirectory(Path.GetDirectoryName(log)!);
                 _processes[instance.Name] = InstanceProcess.Start(wiring.Namespace, command, log,
                     new Dictionary<string, string> { ["RELAY_INSTANCE"] = instance.Name, ["RELAY_SERVICE"] = instance.Service, ["RELAY_NODE"] = Node });
@@ -288,6 +312,8 @@ public sealed partial class NodeNetwork : IDisposable
         _wired.Remove(instance.Name);
     }
 
+    private string LogFile(InstanceEntry instance) => Path.Combine(_options.LogDirectory, _options.Name, instance.Name + ".log");
+
     private InstanceWiring WiringOf(InstanceEntry instance)
         => new(InstanceNamespace(instance.Name), Projection.HostInterface(instance), instance.Address4, instance.Address6);
 
@@ -299,6 +325,7 @@ public sealed partial class NodeNetwork : IDisposable
             Orchestrator = OrchestratorNamespace,
             Node = Node,
             Instances = _wired.Values.Concat(view.Local).Select(i => InstanceNamespace(i.Name)).Distinct().ToArray(),
+            Processes = _processes.Select(p => new RecordedProcess(p.Key, p.Value.Pid, p.Value.StartTime)).ToArray(),
         }.Save(_options.RecordDirectory);
 
     private static bool SamePeers(ImmutableArray<VxlanPeer> a, ImmutableArray<VxlanPeer> b)

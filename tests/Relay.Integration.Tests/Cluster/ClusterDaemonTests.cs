@@ -139,19 +139,19 @@ public sealed class ClusterDaemonTests
         Assert.False(File.Exists(socket));
     }
 
-    private static List<JsonElement> Instances(LabRecord lab, int host)
+    internal static List<JsonElement> Instances(LabRecord lab, int host)
     {
         using var doc = JsonDocument.Parse(Ok(lab, host, "instance", "ls", "-o", "json"));
         return doc.RootElement.EnumerateArray().Select(e => e.Clone()).OrderBy(e => e.GetProperty("name").GetString(), StringComparer.Ordinal).ToList();
     }
 
-    private static List<JsonElement> Nodes(LabRecord lab, int host)
+    internal static List<JsonElement> Nodes(LabRecord lab, int host)
     {
         using var doc = JsonDocument.Parse(Ok(lab, host, "node", "ls", "-o", "json"));
         return doc.RootElement.EnumerateArray().Select(e => e.Clone()).ToList();
     }
 
-    private static string Ok(LabRecord lab, int host, params string[] args)
+    internal static string Ok(LabRecord lab, int host, params string[] args)
     {
         var r = Sh.Run(DaemonBed.Binary, ["--socket", lab.Hosts[host].Socket, .. args]);
         Assert.True(r.ExitCode == 0, $"relay {string.Join(' ', args)} on {lab.Hosts[host].Name} exited {r.ExitCode}: {r.Stderr}{r.Stdout}");
