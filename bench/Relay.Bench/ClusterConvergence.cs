@@ -38,10 +38,9 @@ internal static class ClusterConvergence
             progress(string.Create(CultureInfo.InvariantCulture, $"  installing {services} services in the cluster's network (bulk transactions; every node applies each)"));
             using (var etcd = LabCluster.Connect(lab, 0))
             {
-                Install(etcd, services - 1);
-                // Every node has the installed state before the first re-point.
-                var (_, revision) = etcd.GetPrefixAsync(ClusterKeys.NodesPrefix).GetAwaiter().GetResult();
-                WaitApplied(etcd, revision);
+                // Every node has the installed state before the first re-point (its last transaction's
+                // revision: the nodes' own records of it come later and are not states to apply).
+                WaitApplied(etcd, Install(etcd, services - 1));
             }
             Post(api, "v1/networks/default/services", new { name = "b.com" });
             Post(api, "v1/networks/default/instances", new { service = "b.com", node = lab.Hosts[1].Name });
@@ -69,8 +68,9 @@ internal static class ClusterConvergence
     }
 
     /// <summary>Services written straight into the store, 42 per transaction (service + two guards each, within etcd's 128 operations).</summary>
-    private static void Install(EtcdConnection etcd, int count)
+    private static long Install(EtcdConnection etcd, int count)
     {
+        long revision = 0;
         var camel = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
         const int PerTxn = 42;
         for (var start = 0; start < count; start += PerTxn)
@@ -87,8 +87,9 @@ internal static class ClusterConvergence
                 Put(txn, ClusterKeys.AddressesPrefix("default") + v4, "service/" + claim.Name);
                 Put(txn, ClusterKeys.AddressesPrefix("default") + v6, "service/" + claim.Name);
             }
-            etcd.TxnAsync(txn).GetAwaiter().GetResult();
+            revision = etcd.TxnAsync(txn).GetAwaiter().GetResult().Header.Revision;
         }
+        return revision;
     }
 
     private static void Put(Etcdserverpb.TxnRequest txn, string key, string value)

@@ -10,10 +10,11 @@ var quickOption = new Option<bool>("--quick") { Description = "A reduced run of 
 var smokeOption = new Option<bool>("--smoke") { Description = "The smallest run, for `make test`: checks the program works, measures nothing meaningful." };
 var jsonOption = new Option<string>("--json") { Description = "Where to write the results.", DefaultValueFactory = _ => "bench/results.json" };
 var reportOption = new Option<string?>("--report") { Description = "Where to write the Markdown report (default docs/benchmarks.md; none in smoke mode)." };
+var convergenceOption = new Option<int?>("--convergence") { Description = "Run only the cluster convergence experiment with this many services (20 re-points) and print its result as JSON; writes no report." };
 var renderOption = new Option<string?>("--render") { Description = "Measure nothing: write the report (and its charts) from this results file of an earlier run." };
 var root = new RootCommand("Relay's benchmarks. Each experiment sets up its own namespaces, measures, and cleans up.")
 {
-    quickOption, smokeOption, jsonOption, reportOption, renderOption,
+    quickOption, smokeOption, jsonOption, reportOption, renderOption, convergenceOption,
 };
 root.SetAction(parse =>
 {
@@ -31,6 +32,12 @@ root.SetAction(parse =>
     {
         Console.Error.WriteLine("relay-bench: needs root (network namespaces, nftables)");
         return 1;
+    }
+    if (parse.GetValue(convergenceOption) is { } n)
+    {
+        var only = ClusterConvergence.Run(n, 20, s => Console.Error.WriteLine(s));
+        Console.WriteLine(JsonSerializer.Serialize(only, BenchJson.Options));
+        return 0;
     }
     var quick = parse.GetValue(quickOption);
     var smoke = parse.GetValue(smokeOption);

@@ -164,10 +164,38 @@ public sealed class ClusterAllocator
     {
         var serviceKv = await _etcd.GetAsync(ClusterKeys.Service(network, service), ct).ConfigureAwait(false)
             ?? throw new RelayException(ErrorCode.NotFound, "service", $"no service {service} in network {network}");
-        var claim = ClusterJson.TryParse(serviceKv.Value.ToStringUtf8(), ClusterJson.Default.ServiceClaim)
-            ?? throw new RelayException(ErrorCode.Invalid, "service", $"the record of service {service} is not one Relay wrote");
         var (kvs, _) = await _etcd.GetPrefixAsync(ClusterKeys.InstancesPrefix(network), ct).ConfigureAwait(false);
-        var instances = kvs.Select(kv => (Kv: kv, Claim: ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim)))
+        var txn = Repoint(network, service, target, drainUntil, (serviceKv.Value.ToStringUtf8(), ModIs(serviceKv)),
+            kvs.Select(kv => (kv.Key.ToStringUtf8(), kv.Value.ToStringUtf8(), ModIs(kv))), out var draining);
+        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+        return response.Succeeded
+            ? (response.Header.Revision, draining)
+            : throw new RelayException(ErrorCode.Conflict, "service", $"service {service} or one of its instances changed during the migration; retry");
+    }
+
+    /// <summary>
+    /// As <see cref="RepointAsync(string, string, string, DateTimeOffset?, CancellationToken)"/>, from
+    /// records the caller already holds (its watch's view: the service's value and its instances'
+    /// keys and values), guarded by those values: one round trip instead of three. When a record
+    /// changed meanwhile (the view was behind) it reads them from the store and tries once more.
+    /// </summary>
+    public async Task<(long Revision, IReadOnlyList<string> Draining)> RepointAsync(string network, string service, string target, DateTimeOffset? drainUntil,
+        string serviceValue, IEnumerable<(string Key, string Value)> instances, CancellationToken ct = default)
+    {
+        var txn = Repoint(network, service, target, drainUntil, (serviceValue, ValueIs(ClusterKeys.Service(network, service), serviceValue)),
+            instances.Select(i => (i.Key, i.Value, ValueIs(i.Key, i.Value))), out var draining);
+        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+        return response.Succeeded
+            ? (response.Header.Revision, draining)
+            : await RepointAsync(network, service, target, drainUntil, ct).ConfigureAwait(false);
+    }
+
+    private static TxnRequest Repoint(string network, string service, string target, DateTimeOffset? drainUntil,
+        (string Value, Compare Guard) serviceRecord, IEnumerable<(string Key, string Value, Compare Guard)> instanceRecords, out IReadOnlyList<string> draining)
+    {
+        var claim = ClusterJson.TryParse(serviceRecord.Value, ClusterJson.Default.ServiceClaim)
+            ?? throw new RelayException(ErrorCode.Invalid, "service", $"the record of service {service} is not one Relay wrote");
+        var instances = instanceRecords.Select(x => (x.Guard, Claim: ClusterJson.TryParse(x.Value, ClusterJson.Default.InstanceClaim)))
             .Where(x => x.Claim?.Service == service).ToArray();
         var to = instances.FirstOrDefault(x => x.Claim!.Id == target);
         if (to.Claim is null)
@@ -189,19 +217,17 @@ public sealed class ClusterAllocator
         slots.RemoveAll(s => s != target && active.Any(a => a.Claim!.Id == s));
 
         var txn = new TxnRequest();
-        txn.Compare.Add(ModIs(serviceKv));
+        txn.Compare.Add(serviceRecord.Guard);
         txn.Success.Add(Put(ClusterKeys.Service(network, service), JsonSerializer.Serialize(claim with { Slots = slots }, ClusterJson.Default.ServiceClaim)));
-        txn.Compare.Add(ModIs(to.Kv));
+        txn.Compare.Add(to.Guard);
         txn.Success.Add(Put(ClusterKeys.Instance(network, target), JsonSerializer.Serialize(to.Claim with { Mode = null }, ClusterJson.Default.InstanceClaim)));
-        foreach (var (kv, old) in active)
+        foreach (var (guard, old) in active)
         {
-            txn.Compare.Add(ModIs(kv));
+            txn.Compare.Add(guard);
             txn.Success.Add(Put(ClusterKeys.Instance(network, old!.Id), JsonSerializer.Serialize(old with { Mode = "draining", DrainUntil = drainUntil }, ClusterJson.Default.InstanceClaim)));
         }
-        var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
-        return response.Succeeded
-            ? (response.Header.Revision, active.Select(a => a.Claim!.Id).ToArray())
-            : throw new RelayException(ErrorCode.Conflict, "service", $"service {service} or one of its instances changed during the migration; retry");
+        draining = active.Select(a => a.Claim!.Id).ToArray();
+        return txn;
     }
 
     /// <summary>
@@ -246,6 +272,9 @@ public sealed class ClusterAllocator
             ? response.Header.Revision
             : throw new RelayException(ErrorCode.Conflict, "instance", $"instance {id} changed while it was being removed; retry");
     }
+
+    private static Compare ValueIs(string key, string value)
+        => new() { Key = ByteString.CopyFromUtf8(key), Target = Compare.Types.CompareTarget.Value, Result = Compare.Types.CompareResult.Equal, Value = ByteString.CopyFromUtf8(value) };
 
     private static Compare ModIs(Mvccpb.KeyValue kv)
         => new() { Key = kv.Key, Target = Compare.Types.CompareTarget.Mod, Result = Compare.Types.CompareResult.Equal, ModRevision = kv.ModRevision };

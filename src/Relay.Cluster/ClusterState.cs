@@ -62,6 +62,68 @@ public static class ClusterState
         return new NetworkState(network, revision, services.ToImmutable(), instances.ToImmutable(), nodes.ToImmutable(), blocks.ToImmutable());
     }
 
+    /// <summary>
+    /// <paramref name="previous"/> brought to <paramref name="revision"/> from the keys that changed
+    /// (<paramref name="changed"/>, looked up in <paramref name="keys"/>: present means put, absent
+    /// means deleted), without reading the rest: what a watch step costs is what it changed, not the
+    /// size of the state. The result equals <see cref="Read"/> of the same keys.
+    /// </summary>
+    public static NetworkState Update(NetworkState previous, IPNetwork pool4, IPNetwork pool6, long revision, IEnumerable<string> changed, IReadOnlyDictionary<string, string> keys)
+    {
+        var network = previous.Network;
+        var services = previous.Services.ToBuilder();
+        var instances = previous.Instances.ToBuilder();
+        var nodes = previous.Nodes.ToBuilder();
+        var blocks = previous.Blocks;
+        var servicePrefix = ClusterKeys.ServicesPrefix(network);
+        var instancePrefix = ClusterKeys.InstancesPrefix(network);
+        var block4 = ClusterKeys.BlocksPrefix(network, AddressFamily.InterNetwork);
+        var block6 = ClusterKeys.BlocksPrefix(network, AddressFamily.InterNetworkV6);
+        foreach (var key in changed)
+        {
+            keys.TryGetValue(key, out var value);
+            if (key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal))
+            {
+                nodes.Remove(ClusterKeys.Leaf(key));
+                if (value is not null && ClusterJson.TryParse(value, ClusterJson.Default.NodeRecord) is { } n && IPAddress.TryParse(n.Underlay, out var underlay))
+                {
+                    nodes[n.Name] = new NodeEntry(n.Name, underlay);
+                }
+            }
+            else if (key.StartsWith(servicePrefix, StringComparison.Ordinal))
+            {
+                services.Remove(ClusterKeys.Leaf(key));
+                if (value is not null && ClusterJson.TryParse(value, ClusterJson.Default.ServiceClaim) is { } s && Service(s) is { } entry)
+                {
+                    services[entry.Name] = entry;
+                }
+            }
+            else if (key.StartsWith(instancePrefix, StringComparison.Ordinal))
+            {
+                instances.Remove(ClusterKeys.Leaf(key));
+                if (value is not null && ClusterJson.TryParse(value, ClusterJson.Default.InstanceClaim) is { } i && Instance(i) is { } entry)
+                {
+                    instances[entry.Name] = entry;
+                }
+            }
+            else if ((key.StartsWith(block4, StringComparison.Ordinal) || key.StartsWith(block6, StringComparison.Ordinal))
+                && int.TryParse(ClusterKeys.Leaf(key), NumberStyles.None, CultureInfo.InvariantCulture, out var index) && index >= 0)
+            {
+                var prefix = ClusterAllocator.BlockPrefix(key.StartsWith(block4, StringComparison.Ordinal) ? pool4 : pool6, index);
+                blocks = blocks.RemoveAll(b => b.Prefix.Equals(prefix));
+                if (value is not null)
+                {
+                    blocks = blocks.Add(new BlockEntry(prefix, value));
+                }
+            }
+        }
+        return new NetworkState(network, revision, services.ToImmutable(), instances.ToImmutable(), nodes.ToImmutable(), blocks);
+    }
+
+    /// <summary>True when <paramref name="key"/> is one that <see cref="Read"/> of <paramref name="network"/> looks at.</summary>
+    public static bool Concerns(string network, string key)
+        => key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal) || key.StartsWith(ClusterKeys.Network(network), StringComparison.Ordinal);
+
     /// <summary>Every network's settings in <paramref name="keys"/> (<c>networks/NET/spec</c>), by name.</summary>
     public static IReadOnlyDictionary<string, NetworkClaim> Networks(IReadOnlyDictionary<string, string> keys)
     {

@@ -14,7 +14,7 @@ namespace Relay.Core.Reconcile;
 /// <param name="Local">The instances this node runs (any mode: a draining one still has its namespace).</param>
 /// <param name="Peers">The other live nodes and the blocks routed to them over VXLAN.</param>
 /// <param name="Names">What the node's DNS server answers.</param>
-/// <param name="Balancers">Per service: the instances that take its new flows, in slot order.</param>
+/// <param name="Balancers">Per service that has any: the instances that take its new flows, in slot order (a service without one is absent).</param>
 public sealed record NodeView(
     string Node,
     long Revision,
@@ -65,10 +65,23 @@ public static class Projection
         foreach (var svc in state.Services.Values)
         {
             var members = byService.TryGetValue(svc.Name, out var list) ? InSlotOrder(svc, list) : [];
-            balancers[svc.Name] = members;
-            services.Add(new DataplaneService(svc.Name, svc.Vip4, svc.Vip6, svc.Policy, Maglev.TableSize(members.Length), svc.Ports,
-                members.Select(m => new DataplaneBackend(m.Name, m.Address4, m.Address6)).ToArray()));
-            names.Add(new DnsServiceEntry(svc.Name, svc.Vip4, svc.Vip6, svc.Ports, false));
+            if (members.Length > 0)
+            {
+                balancers[svc.Name] = members;
+            }
+            // A service and its members unchanged since the last projection (the same records: a
+            // state updated from a watch step keeps what the step did not touch) give the same
+            // objects, so that every later comparison of the step is one reference check.
+            if (!Memo.TryGetValue(svc, out var memo) || !SameMembers(memo.Members, members))
+            {
+                memo = new Projected(members,
+                    new DataplaneService(svc.Name, svc.Vip4, svc.Vip6, svc.Policy, Maglev.TableSize(members.Length), svc.Ports,
+                        members.Select(m => new DataplaneBackend(m.Name, m.Address4, m.Address6)).ToArray()),
+                    new DnsServiceEntry(svc.Name, svc.Vip4, svc.Vip6, svc.Ports, false));
+                Memo.AddOrUpdate(svc, memo);
+            }
+            services.Add(memo.Service);
+            names.Add(memo.Name);
         }
         var links = local.Select(i => new DataplaneLink(HostInterface(i), i.Address4, i.Address6)).ToArray();
         var peers = state.Nodes.Values.Where(n => n.Name != node)
@@ -112,6 +125,27 @@ public static class Projection
             }
         }
         return result;
+    }
+
+    private sealed record Projected(ImmutableArray<InstanceEntry> Members, DataplaneService Service, DnsServiceEntry Name);
+
+    /// <summary>What each service record was last projected to; an entry lives as long as its record.</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<ServiceEntry, Projected> Memo = new();
+
+    private static bool SameMembers(ImmutableArray<InstanceEntry> a, ImmutableArray<InstanceEntry> b)
+    {
+        if (a.Length != b.Length)
+        {
+            return false;
+        }
+        for (var i = 0; i < a.Length; i++)
+        {
+            if (!ReferenceEquals(a[i], b[i]) && a[i] != b[i])
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     private static ImmutableArray<InstanceEntry> InSlotOrder(ServiceEntry svc, List<InstanceEntry> members)

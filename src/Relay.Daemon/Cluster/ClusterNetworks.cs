@@ -1,4 +1,6 @@
+using System.Collections.Immutable;
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
@@ -52,6 +54,9 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     private Task _watching = Task.CompletedTask;
     private Task _draining = Task.CompletedTask;
     private volatile WatchStep? _state;
+    private volatile IReadOnlyDictionary<string, NetworkClaim>? _claims;
+    private volatile ImmutableDictionary<string, long> _progress = ImmutableDictionary<string, long>.Empty;
+    private TaskCompletionSource _stepped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private bool _left;
 
     private sealed record Part(NetworkClaim Claim, NodeNetwork Network, ClusterReconciler Reconciler, IPNetwork Pool4, IPNetwork Pool6);
@@ -107,7 +112,12 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     private async Task OnStepAsync(WatchStep step)
     {
         _state = step;
-        var claims = ClusterState.Networks(step.State);
+        TrackProgress(step);
+        if (step.Resync || _claims is null || step.Changed.Any(IsNetworkSpec))
+        {
+            _claims = ClusterState.Networks(step.State);
+        }
+        var claims = _claims;
         Part[] parts;
         var changed = false;
         lock (_gate)
@@ -150,6 +160,9 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         }
         _firstStep.TrySetResult();
     }
+
+    private static bool IsNetworkSpec(string key)
+        => key.StartsWith(ClusterKeys.Root + "networks/", StringComparison.Ordinal) && key.EndsWith("/spec", StringComparison.Ordinal);
 
     private bool TryOpen(NetworkClaim claim, WatchStep step)
     {
@@ -221,7 +234,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     {
         var step = State;
         var result = new List<NetworkSummary>();
-        foreach (var claim in ClusterState.Networks(step.State).Values)
+        foreach (var claim in (_claims ?? ClusterState.Networks(step.State)).Values)
         {
             var services = ClusterState.Services(claim.Name, step.State);
             var instances = ClusterState.Instances(claim.Name, step.State);
@@ -243,11 +256,16 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     private (NetworkClaim Claim, NetworkState State) Read(string network)
     {
         var step = State;
-        var claims = ClusterState.Networks(step.State);
+        var claims = _claims ?? ClusterState.Networks(step.State);
         if (!claims.TryGetValue(network, out var claim))
         {
             throw new RelayException(ErrorCode.NotFound, "network", $"no network '{network}' in the cluster"
                 + (claims.Count == 0 ? "; a service added to 'default' creates it, or 'relay network create'" : $" (networks: {string.Join(", ", claims.Keys)})"));
+        }
+        // This node's reconciler keeps the network's state parsed; a network without a part here is read whole.
+        if (PartOrNull(network)?.Reconciler.State is { } kept)
+        {
+            return (claim, kept);
         }
         var pool4 = IPNetwork.TryParse(claim.InstancePool4, out var p4) ? p4 : default;
         var pool6 = IPNetwork.TryParse(claim.InstancePool6, out var p6) ? p6 : default;
@@ -309,7 +327,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     public ResolveResponse? Resolve(string name, string? network)
     {
         var step = State;
-        foreach (var claim in ClusterState.Networks(step.State).Values.Where(c => network is null || c.Name == network))
+        foreach (var claim in (_claims ?? ClusterState.Networks(step.State)).Values.Where(c => network is null || c.Name == network))
         {
             var (_, state) = Read(claim.Name);
             if (state.Services.TryGetValue(name, out var s))
@@ -373,7 +391,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
 
     private async Task<NetworkClaim> NetworkForNewServiceAsync(string network, CancellationToken ct)
     {
-        var claims = ClusterState.Networks(State.State);
+        var claims = _claims ?? ClusterState.Networks(State.State);
         if (claims.TryGetValue(network, out var known))
         {
             return known;
@@ -493,10 +511,19 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         {
             throw new RelayException(ErrorCode.Conflict, "to", $"instance '{to}' serves '{Instance(network, to).Service}', not '{svc.Name}'");
         }
+        // The records as this node's watch holds them guard the transaction (one round trip); a
+        // view that is behind costs a read and a second try, never a wrong write.
+        var keys = State.State;
+        var (_, state) = Read(network);
+        var records = state.Instances.Values.Where(i => i.Service == svc.Name)
+            .Select(i => ClusterKeys.Instance(network, i.Name)).Where(keys.ContainsKey).Select(k => (k, keys[k])).ToArray();
         var started = Stopwatch.GetTimestamp();
-        var (revision, _) = await Allocator(Node).RepointAsync(network, svc.Name, to, DateTimeOffset.UtcNow + (drain ?? TimeSpan.FromSeconds(30)), ct).ConfigureAwait(false);
+        var until = DateTimeOffset.UtcNow + (drain ?? TimeSpan.FromSeconds(30));
+        var (revision, _) = keys.TryGetValue(ClusterKeys.Service(network, svc.Name), out var record)
+            ? await Allocator(Node).RepointAsync(network, svc.Name, to, until, record, records, ct).ConfigureAwait(false)
+            : await Allocator(Node).RepointAsync(network, svc.Name, to, until, ct).ConfigureAwait(false);
         var written = Stopwatch.GetTimestamp();
-        var behind = await ClusterReconciler.WaitAppliedAsync(_etcd, revision, ApplyTimeout, ct).ConfigureAwait(false);
+        var behind = await WaitAppliedAsync(revision, ApplyTimeout, ct).ConfigureAwait(false);
         var applied = Stopwatch.GetTimestamp();
         LogMigrated(_log, network, svc.Name, from, to, revision, Stopwatch.GetElapsedTime(started, written).TotalMilliseconds, Stopwatch.GetElapsedTime(started, applied).TotalMilliseconds);
         return new MigrateResponse(svc.Name, from, to, Math.Round(Stopwatch.GetElapsedTime(started, written).TotalMicroseconds), Math.Round(Stopwatch.GetElapsedTime(started, applied).TotalMicroseconds), 0)
@@ -550,11 +577,75 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         {
             return;
         }
-        var behind = await ClusterReconciler.WaitAppliedAsync(_etcd, revision, ApplyTimeout, ct).ConfigureAwait(false);
+        var behind = await WaitAppliedAsync(revision, ApplyTimeout, ct).ConfigureAwait(false);
         if (behind.Count > 0)
         {
             throw new RelayException(ErrorCode.Unavailable, "cluster",
                 $"the change was written (revision {revision}) but node(s) {string.Join(", ", behind)} did not apply it within {ApplyTimeout.TotalSeconds:0} s; 'relay node ls' shows their lag");
+        }
+    }
+
+    /// <summary>
+    /// Each live node's applied revision, as this node's watch last saw it: the nodes' and applied
+    /// keys of a step (all of them after a resync), so that a wait looks at a few entries, not at
+    /// the whole state. Waiters wake at each step.
+    /// </summary>
+    private void TrackProgress(WatchStep step)
+    {
+        var progress = _progress;
+        if (step.Resync)
+        {
+            progress = ImmutableDictionary<string, long>.Empty;
+            foreach (var (key, value) in step.State)
+            {
+                if (key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal))
+                {
+                    var node = ClusterKeys.Leaf(key);
+                    progress = progress.SetItem(node, AppliedOf(step, node));
+                }
+            }
+        }
+        else
+        {
+            foreach (var key in step.Changed)
+            {
+                if (key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal) || key.StartsWith(ClusterKeys.AppliedPrefix, StringComparison.Ordinal))
+                {
+                    var node = ClusterKeys.Leaf(key);
+                    progress = step.State.ContainsKey(ClusterKeys.Node(node)) ? progress.SetItem(node, AppliedOf(step, node)) : progress.Remove(node);
+                }
+            }
+        }
+        _progress = progress;
+        Interlocked.Exchange(ref _stepped, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+    }
+
+    private static long AppliedOf(WatchStep step, string node)
+        => step.State.TryGetValue(ClusterKeys.Applied(node), out var v) && long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var r) ? r : 0;
+
+    /// <summary>
+    /// Waits until every live node has recorded a revision at least <paramref name="revision"/>, as
+    /// this node's watch sees their records (no polling: each step wakes the wait); returns the
+    /// nodes that had not when <paramref name="timeout"/> passed (empty: all did).
+    /// </summary>
+    public async Task<IReadOnlyList<string>> WaitAppliedAsync(long revision, TimeSpan timeout, CancellationToken ct = default)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (true)
+        {
+            var stepped = Volatile.Read(ref _stepped).Task;
+            var progress = _progress;
+            if (progress.Count > 0 && progress.Values.All(r => r >= revision))
+            {
+                return [];
+            }
+            var left = deadline - Stopwatch.GetTimestamp();
+            if (left <= 0)
+            {
+                return progress.Count == 0 ? [Node] : progress.Where(p => p.Value < revision).Select(p => p.Key).Order(StringComparer.Ordinal).ToArray();
+            }
+            await Task.WhenAny(stepped, Task.Delay(TimeSpan.FromSeconds((double)left / Stopwatch.Frequency), ct)).ConfigureAwait(false);
+            ct.ThrowIfCancellationRequested();
         }
     }
 
@@ -576,41 +667,42 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             {
                 parts = [.. _parts.Values];
             }
-            if (_state is not { } step)
-            {
-                continue;
-            }
             var draining = new HashSet<(string, string)>();
             foreach (var part in parts)
             {
-                var mine = ClusterState.Instances(part.Claim.Name, step.State).Where(i => i.Node == Node && i.Mode == "draining").ToArray();
-                draining.UnionWith(mine.Select(i => (part.Claim.Name, i.Id)));
+                // From the state the reconciler keeps parsed: a look costs this node's instances, not the whole state.
+                if (part.Reconciler.State is not { } state)
+                {
+                    continue;
+                }
+                var mine = state.Instances.Values.Where(i => i.Node == Node && i.Mode == InstanceMode.Draining).ToArray();
+                draining.UnionWith(mine.Select(i => (part.Claim.Name, i.Name)));
                 if (mine.Length == 0)
                 {
                     continue;
                 }
                 var open = part.Network.OpenTcpFlows();
-                foreach (var claim in mine)
+                foreach (var instance in mine)
                 {
-                    if (_leaving.Contains((part.Claim.Name, claim.Id)) || !IPAddress.TryParse(claim.Address4, out var a4) || !IPAddress.TryParse(claim.Address6, out var a6))
+                    if (_leaving.Contains((part.Claim.Name, instance.Name)))
                     {
                         continue;
                     }
-                    var flows = open.GetValueOrDefault(a4) + open.GetValueOrDefault(a6);
-                    var expired = claim.DrainUntil is { } until && DateTimeOffset.UtcNow >= until;
+                    var flows = open.GetValueOrDefault(instance.Address4) + open.GetValueOrDefault(instance.Address6);
+                    var expired = instance.DrainUntil is { } until && DateTimeOffset.UtcNow >= until;
                     if (flows > 0 && !expired)
                     {
                         continue;
                     }
-                    _leaving.Add((part.Claim.Name, claim.Id));
+                    _leaving.Add((part.Claim.Name, instance.Name));
                     try
                     {
-                        await Allocator(Node).RemoveInstanceAsync(part.Claim.Name, claim.Id, ct).ConfigureAwait(false);
-                        LogDrained(_log, part.Claim.Name, claim.Id, Node, flows);
+                        await Allocator(Node).RemoveInstanceAsync(part.Claim.Name, instance.Name, ct).ConfigureAwait(false);
+                        LogDrained(_log, part.Claim.Name, instance.Name, Node, flows);
                     }
                     catch (Exception e) when (e is RelayException or OperationCanceledException)
                     {
-                        _leaving.Remove((part.Claim.Name, claim.Id));
+                        _leaving.Remove((part.Claim.Name, instance.Name));
                     }
                 }
             }

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Relay.Cluster;
 using Relay.Cluster.Etcd;
 using Relay.Core.Errors;
+using Relay.Core.Reconcile;
 using Relay.Engine.Cluster;
 
 namespace Relay.Daemon.Cluster;
@@ -18,7 +19,7 @@ namespace Relay.Daemon.Cluster;
 /// </summary>
 public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lease, NodeNetwork network, IPNetwork pool4, IPNetwork pool6, ILogger log)
 {
-    private readonly string _networkPrefix = ClusterKeys.Network(network.Network);
+    private NetworkState? _state;
 
     /// <summary>The last error, or null after a step that applied.</summary>
     public string? LastError { get; private set; }
@@ -39,13 +40,16 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
     /// </summary>
     public StepOutcome Apply(WatchStep step)
     {
-        if (!step.Resync && network.AppliedRevision > 0 && !step.Changed.Any(Relevant))
+        if (!step.Resync && _state is not null && network.AppliedRevision > 0 && !step.Changed.Any(Relevant))
         {
             return StepOutcome.Skipped;
         }
         try
         {
-            var state = ClusterState.Read(network.Network, pool4, pool6, step.Revision, step.State);
+            // The state is kept parsed: a step reads only the keys it changed.
+            var state = _state = step.Resync || _state is null
+                ? ClusterState.Read(network.Network, pool4, pool6, step.Revision, step.State)
+                : ClusterState.Update(_state, pool4, pool6, step.Revision, step.Changed.Where(Relevant), step.State);
             network.Reconcile(state);
             LastError = null;
             return StepOutcome.Applied;
@@ -73,8 +77,10 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
         }
     }
 
-    private bool Relevant(string key)
-        => key.StartsWith(_networkPrefix, StringComparison.Ordinal) || key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal);
+    private bool Relevant(string key) => ClusterState.Concerns(network.Network, key);
+
+    /// <summary>The network's state as of the last step applied or tried (null before the first).</summary>
+    public NetworkState? State => _state;
 
     /// <summary>
     /// Waits until every live node has recorded a revision at least <paramref name="revision"/>;

@@ -54,6 +54,10 @@ public sealed partial class NodeNetwork : IDisposable
 
     /// <summary>The local instances whose namespaces exist now (ahead of <see cref="_applied"/> when a step failed half-way).</summary>
     private readonly Dictionary<string, InstanceEntry> _wired = new(StringComparer.Ordinal);
+
+    /// <summary>Instances whose namespaces are being removed in the background, and those removals (both under their own lock, never taken with <see cref="_gate"/> held by the removal).</summary>
+    private readonly Dictionary<string, InstanceEntry> _leaving = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Task> _removals = new(StringComparer.Ordinal);
     private volatile NameTable _names = NameTable.Empty;
     private NodeView? _applied;
     private bool _disposed;
@@ -221,6 +225,7 @@ public sealed partial class NodeNetwork : IDisposable
                 {
                     Unwire(was);
                 }
+                WaitRemoval(instance.Name); // the same name leaving in the background goes first
                 SaveRecord(view);
                 Wire(instance);
                 wired++;
@@ -247,23 +252,24 @@ public sealed partial class NodeNetwork : IDisposable
                 VxlanOverlay.Sync(OrchestratorNamespace, _applied?.Peers ?? [], view.Peers);
             }
 
-            // 5. Instances that left this node, now that no map points at them.
+            // 5. Instances that left this node, now that no map points at them: their namespaces
+            // go in the background (tens of ms each), so that the step is applied without waiting.
+            // The record keeps them until they are gone.
             var removed = 0;
             foreach (var (name, was) in _wired.ToArray())
             {
                 if (!after.ContainsKey(name))
                 {
-                    Unwire(was);
+                    RemoveLater(was);
                     removed++;
                 }
             }
-            if (removed > 0)
-            {
-                SaveRecord(view);
-            }
 
             // 6. Names.
-            _names = NameTable.Build(view.Names);
+            if (_applied is null || !SameNames(_applied.Names, view.Names))
+            {
+                _names = NameTable.Build(view.Names);
+            }
             _applied = view;
             Volatile.Write(ref _appliedRevision, view.Revision);
             var elapsed = Stopwatch.GetElapsedTime(started);
@@ -312,6 +318,71 @@ public sealed partial class NodeNetwork : IDisposable
         _wired.Remove(instance.Name);
     }
 
+    /// <summary>Takes <paramref name="instance"/> out of what is wired and removes its namespace on a pool thread.</summary>
+    private void RemoveLater(InstanceEntry instance)
+    {
+        _wired.Remove(instance.Name);
+        _processes.Remove(instance.Name, out var process);
+        // Waiters wait for 'done', set before the record is rewritten under the gate they may hold.
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_removals)
+        {
+            _leaving[instance.Name] = instance;
+            _removals[instance.Name] = done.Task;
+            _ = Task.Run(() =>
+            {
+                try
+                {
+                    process?.Dispose();
+                    var wiring = WiringOf(instance);
+                    NamespacedProcess.KillNamespace(wiring.Namespace);
+                    TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
+                    NetnsEtc.Remove(wiring.Namespace);
+                }
+                catch (Exception e) when (e is RelayException or IOException or InvalidOperationException)
+                {
+                    LogRemoveFailed(_log, _options.Name, Node, $"instance {instance.Name}: {e.Message}");
+                }
+                finally
+                {
+                    lock (_removals)
+                    {
+                        _removals.Remove(instance.Name);
+                        _leaving.Remove(instance.Name);
+                    }
+                    done.TrySetResult();
+                }
+                lock (_gate)
+                {
+                    if (!_disposed && _applied is { } applied)
+                    {
+                        SaveRecord(applied);
+                    }
+                }
+            });
+        }
+    }
+
+    /// <summary>Waits until the background removal of <paramref name="instance"/>, if any, is done.</summary>
+    private void WaitRemoval(string instance)
+    {
+        Task? pending;
+        lock (_removals)
+        {
+            pending = _removals.GetValueOrDefault(instance);
+        }
+        pending?.Wait();
+    }
+
+    /// <summary>Completes when every instance that left this node so far has had its namespace removed.</summary>
+    public Task RemovalsDone()
+    {
+        lock (_removals)
+        {
+            return Task.WhenAll(_removals.Values.ToArray());
+        }
+    }
+
     private string LogFile(InstanceEntry instance) => Path.Combine(_options.LogDirectory, _options.Name, instance.Name + ".log");
 
     private InstanceWiring WiringOf(InstanceEntry instance)
@@ -324,9 +395,35 @@ public sealed partial class NodeNetwork : IDisposable
             OwnerPid = Environment.ProcessId,
             Orchestrator = OrchestratorNamespace,
             Node = Node,
-            Instances = _wired.Values.Concat(view.Local).Select(i => InstanceNamespace(i.Name)).Distinct().ToArray(),
+            Instances = _wired.Values.Concat(view.Local).Concat(Leaving()).Select(i => InstanceNamespace(i.Name)).Distinct().ToArray(),
             Processes = _processes.Select(p => new RecordedProcess(p.Key, p.Value.Pid, p.Value.StartTime)).ToArray(),
         }.Save(_options.RecordDirectory);
+
+    /// <summary>Whether two name lists answer the same (a re-point changes none: the table is not rebuilt).</summary>
+    private InstanceEntry[] Leaving()
+    {
+        lock (_removals)
+        {
+            return [.. _leaving.Values];
+        }
+    }
+
+    private static bool SameNames(ImmutableArray<DnsServiceEntry> a, ImmutableArray<DnsServiceEntry> b)
+    {
+        if (a.Length != b.Length)
+        {
+            return false;
+        }
+        for (var i = 0; i < a.Length; i++)
+        {
+            var (x, y) = (a[i], b[i]);
+            if (!ReferenceEquals(x, y) && !(x.Name == y.Name && x.Vip4.Equals(y.Vip4) && x.Vip6.Equals(y.Vip6) && x.FlowAddressing == y.FlowAddressing && x.Ports.SequenceEqual(y.Ports)))
+            {
+                return false;
+            }
+        }
+        return true;
+    }
 
     private static bool SamePeers(ImmutableArray<VxlanPeer> a, ImmutableArray<VxlanPeer> b)
         => a.Length == b.Length && a.Zip(b).All(p => p.First.Node == p.Second.Node && p.First.Underlay.Equals(p.Second.Underlay) && p.First.Blocks.SequenceEqual(p.Second.Blocks));
@@ -361,6 +458,7 @@ public sealed partial class NodeNetwork : IDisposable
             {
                 Try(() => Unwire(instance));
             }
+            Try(() => RemovalsDone().Wait(TimeSpan.FromSeconds(30)));
             Dispose();
             Try(() => VxlanOverlay.Remove(OrchestratorNamespace));
             Try(() => NamespacedProcess.KillNamespace(OrchestratorNamespace));

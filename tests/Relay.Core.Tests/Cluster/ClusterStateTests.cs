@@ -59,4 +59,49 @@ public class ClusterStateTests
         Assert.Equal(["b-1"], n1.Local.Select(i => i.Name));
         Assert.Equal(2, Assert.Single(n1.Peers).Blocks.Count);
     }
+
+    [Fact]
+    public void Update_FromTheChangedKeysOnly_EqualsAReadOfTheWholeState_StepAfterStep()
+    {
+        var random = new Random(7);
+        var keys = new Dictionary<string, string>();
+        var state = ClusterState.Read("default", Pool4, Pool6, 1, keys);
+        for (var step = 2; step < 300; step++)
+        {
+            var changed = new List<string>();
+            for (var k = random.Next(1, 5); k > 0; k--)
+            {
+                var n = random.Next(6);
+                var (key, value) = random.Next(6) switch
+                {
+                    0 => (ClusterKeys.Node($"n{n}"), Json(new NodeRecord($"n{n}", $"198.18.0.{n + 1}", "02:00:00:00:00:01", DateTimeOffset.UnixEpoch, n))),
+                    1 => (ClusterKeys.Service("default", $"s{n}.com"), Json(new ServiceClaim($"s{n}.com", $"10.65.0.{n + 1}", $"fd00:65::{n + 1}",
+                        new JsonObject { ["policy"] = random.Next(2) == 0 ? "maglev" : "random", ["ports"] = new JsonArray($"{80 + n}:8080/tcp") }, "r") { Slots = [$"i{step % 6}"] })),
+                    2 => (ClusterKeys.Instance("default", $"i{n}"), Json(new InstanceClaim($"i{n}", $"s{n % 3}.com", $"n{n % 2}", $"10.64.0.{n + 2}", $"fd00:64::{n + 2}", null, "r") { Mode = random.Next(3) == 0 ? "standby" : null })),
+                    3 => (ClusterKeys.Block("default", System.Net.Sockets.AddressFamily.InterNetwork, n), $"n{random.Next(3)}"),
+                    4 => (ClusterKeys.Service("other", $"x{n}.com"), Json(new ServiceClaim($"x{n}.com", "10.66.0.1", "fd00:66::1", null, "r"))),
+                    _ => (ClusterKeys.Applied($"n{n}"), step.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+                };
+                if (random.Next(4) == 0)
+                {
+                    keys.Remove(key);
+                }
+                else
+                {
+                    keys[key] = value;
+                }
+                changed.Add(key);
+            }
+            state = ClusterState.Update(state, Pool4, Pool6, step, changed.Where(c => ClusterState.Concerns("default", c)), keys);
+            Assert.Equal(Render(ClusterState.Read("default", Pool4, Pool6, step, keys)), Render(state));
+        }
+        Assert.NotEmpty(state.Services);
+        Assert.NotEmpty(state.Instances);
+    }
+
+    private static string Render(NetworkState s)
+        => $"{s.Revision}|" + string.Join(";", s.Services.Values.Select(v => $"{v.Name} {v.Vip4} {v.Vip6} {v.Policy} {string.Join(",", v.Ports)} {string.Join(",", v.Slots)}"))
+            + "|" + string.Join(";", s.Instances.Values.Select(i => $"{i.Name} {i.Service} {i.Node} {i.Address4} {i.Mode}"))
+            + "|" + string.Join(";", s.Nodes.Values.Select(n => $"{n.Name} {n.Underlay}"))
+            + "|" + string.Join(";", s.Blocks.Select(b => $"{b.Prefix} {b.Node}").Order(StringComparer.Ordinal));
 }

@@ -28,7 +28,7 @@ public sealed partial class NodeNetworkTests(LabFixture lab, Xunit.Abstractions.
     private static readonly IPAddress Vip6 = IPAddress.Parse("fd00:65::10");
 
     [Fact]
-    public void SharedState_PingByNameAcrossHosts_V4AndV6_ThenARepointMovesARunningPingToAnotherHost()
+    public async Task SharedState_PingByNameAcrossHosts_V4AndV6_ThenARepointMovesARunningPingToAnotherHost()
     {
         var network = "t" + Guid.NewGuid().ToString("N")[..6];
         var dir = Path.Combine(Path.GetTempPath(), "relay-test-nodes", network);
@@ -83,6 +83,7 @@ public sealed partial class NodeNetworkTests(LabFixture lab, Xunit.Abstractions.
             // The old instance goes: the ping can only be answered on host 3 now.
             state = state with { Revision = 4, Instances = state.Instances.Remove("b-1") };
             ReconcileAll(nodes, state);
+            await nodes[1].RemovalsDone().WaitAsync(TimeSpan.FromSeconds(10));
             Assert.False(Netns.Exists(nodes[1].InstanceNamespace("b-1")));
             var output = ping.StandardOutput.ReadToEnd();
             ping.WaitForExit();
