@@ -76,13 +76,35 @@ public sealed partial class ClusterMembership : IAsyncDisposable
         }
     }
 
+    private const int JoinAttempts = 40;
+
     /// <summary>Joins: connects, writes the node's record on a new lease, starts watching.</summary>
     public static async Task<ClusterMembership> JoinAsync(DaemonOptions options, ILogger log, CancellationToken ct = default)
     {
         var etcd = new EtcdConnection(options.Etcd);
         try
         {
-            var lease = await NodeLease.JoinAsync(etcd, options.Node!, options.Underlay!, VxlanPlan.Mac(options.Node!), options.LeaseTtl, ct).ConfigureAwait(false);
+            // A store that is away at start (a host coming back before its member caught up, a
+            // member electing) is waited for, as a kubelet waits for its API server; a minute
+            // without it is an error that says so.
+            NodeLease lease;
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    lease = await NodeLease.JoinAsync(etcd, options.Node!, options.Underlay!, VxlanPlan.Mac(options.Node!), options.LeaseTtl, ct).ConfigureAwait(false);
+                    break;
+                }
+                catch (Exception e) when (e is RelayException { Code: ErrorCode.Unavailable } or Grpc.Core.RpcException && attempt < JoinAttempts)
+                {
+                    LogJoinRetry(log, options.Node!, attempt, e is RelayException r ? r.Message : ((Grpc.Core.RpcException)e).Status.Detail);
+                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(2000, 100 * attempt)), ct).ConfigureAwait(false);
+                }
+                catch (Grpc.Core.RpcException e)
+                {
+                    throw new RelayException(ErrorCode.Unavailable, "cluster", $"cluster store unavailable: {e.Status.Detail}", e);
+                }
+            }
             LogJoined(log, options.Node!, string.Join(",", etcd.Endpoints), lease.Lease, options.LeaseTtl.TotalSeconds);
             return new ClusterMembership(etcd, lease, log);
         }
@@ -234,6 +256,9 @@ public sealed partial class ClusterMembership : IAsyncDisposable
 
     [LoggerMessage(EventId = 71, Level = LogLevel.Warning, Message = "node {Node}: its lease expired; it left the cluster")]
     private static partial void LogNodeLost(ILogger log, string node);
+
+    [LoggerMessage(EventId = 73, Level = LogLevel.Warning, Message = "node {Node}: cannot join yet (attempt {Attempt}): {Error}; trying again")]
+    private static partial void LogJoinRetry(ILogger log, string node, int attempt, string error);
 
     [LoggerMessage(EventId = 72, Level = LogLevel.Information, Message = "node {Node}: left the cluster")]
     private static partial void LogLeft(ILogger log, string node);

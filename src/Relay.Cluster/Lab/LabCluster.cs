@@ -239,7 +239,10 @@ public static partial class LabCluster
                 if (!System.IO.Directory.Exists($"/proc/{h.DaemonPid}") || IsZombie(h.DaemonPid))
                 {
                     var logPath = Path.Combine(lab.Directory, h.Name + ".daemon.log");
-                    var tail = File.Exists(logPath) ? string.Join(" | ", File.ReadLines(logPath).TakeLast(3)) : "";
+                    // The error itself, not the end of its stack trace.
+                    var tail = File.Exists(logPath)
+                        ? string.Join(" | ", File.ReadLines(logPath).Where(l => !l.TrimStart().StartsWith("at ", StringComparison.Ordinal) && !l.Contains("--- End of", StringComparison.Ordinal)).TakeLast(4))
+                        : "";
                     throw new RelayException(ErrorCode.Kernel, "daemon", $"the relay daemon of {h.Name} exited: {tail}");
                 }
                 if (clock.Elapsed > timeout)
