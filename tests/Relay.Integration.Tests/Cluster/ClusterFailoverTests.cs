@@ -68,7 +68,7 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             // node's instance resumes on the other one within the lease TTL + 1 s.
             var vip = JsonDocument.Parse(Ok(lab, 0, "service", "ls", "-o", "json")).RootElement.EnumerateArray()
                 .Single(x => x.GetProperty("name").GetString() == "b.com").GetProperty("vip4").GetString()!;
-            using var failover = Process.Start(new ProcessStartInfo("ip", ["netns", "exec", a, "ping", "-4", "-D", "-i", "0.01", "-c", "800", "-W", "1", "b.com"]) { RedirectStandardOutput = true })!;
+            using var failover = Process.Start(new ProcessStartInfo("ip", ["netns", "exec", a, "ping", "-4", "-D", "-i", "0.01", "-c", "6000", "-W", "1", "b.com"]) { RedirectStandardOutput = true })!;
             var lines = failover.StandardOutput.ReadToEndAsync();
             await Task.Delay(500);
             var backend = Backend(orchestrator, vip, failover.Id);
@@ -85,16 +85,21 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
                 var member = status.Single(x => x.Endpoint == lab.Hosts[lost].Etcd).Status!;
                 led = member.Header.MemberId == member.Leader;
             }
-            var bound = Ttl + TimeSpan.FromSeconds(1) + (led ? TimeSpan.FromMilliseconds(2 * 500) : TimeSpan.Zero);
+            // When it led: the election (up to twice the 500 ms timeout), the new leader's full TTL for
+            // every lease and its 500 ms expiry sweep come on top (measured: 4.2 s with TTL 2 s).
+            var bound = Ttl + TimeSpan.FromSeconds(1) + (led ? TimeSpan.FromMilliseconds(2 * 500 + 1000) : TimeSpan.Zero);
             var cut = DateTimeOffset.UtcNow;
             LabCluster.KillDaemon(lab.Hosts[lost]);
             LabCluster.SetLinkUp(lab, lab.Hosts[lost], up: false);
+            // The ping runs until it is stopped (on a loaded machine the steps above take seconds; a
+            // ping of fixed length could end before the cut): a bound's worth after the cut, then
+            // SIGINT, and it prints what it got.
+            await Task.Delay(bound + TimeSpan.FromSeconds(1));
+            Relay.Linux.Processes.Signals.Send(failover.Id, 2);
             await failover.WaitForExitAsync();
             var gap = LongestSilence(await lines, cut);
             output.WriteLine($"longest silence after the cut: {gap.TotalMilliseconds:F0} ms (lease TTL {Ttl.TotalSeconds} s; its etcd member {(led ? "was" : "was not")} the leader; bound {bound.TotalMilliseconds} ms)");
-            // The upper bound is the requirement. (One clean-clone run saw no silence at all with
-            // the flow read on the lost node's instance: not explained yet, see the issue note.)
-            Assert.InRange(gap, TimeSpan.Zero, bound);
+            Assert.InRange(gap, TimeSpan.FromSeconds(0.5), bound);
             Assert.Equal("lost", Nodes(lab, 0)[lost].GetProperty("state").GetString());
             var other = Instances(lab, 0).Single(i => i.GetProperty("service").GetString() == "b.com" && i.GetProperty("name").GetString() != victimName);
             Assert.Equal(other.GetProperty("address4").GetString(), Backend(orchestrator, vip, failover.Id));
