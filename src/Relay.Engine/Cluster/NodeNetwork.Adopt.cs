@@ -2,11 +2,9 @@ using System.Net;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Relay.Core.Conntrack;
-using Relay.Core.Dns;
 using Relay.Core.Overlay;
 using Relay.Core.Reconcile;
 using Relay.Engine.Dataplane;
-using Relay.Engine.Dns;
 using Relay.Linux.Namespaces;
 using Relay.Linux.Processes;
 using Relay.Linux.Topology;
@@ -51,7 +49,7 @@ public sealed partial class NodeNetwork
     public static NodeNetwork Adopt(NetworkOptions options, IPAddress underlay, NetworkRecord record, NetworkState state, ILogger? logger = null)
     {
         var log = logger ?? NullLogger.Instance;
-        var (_, gateways) = Validate(options);
+        var gateways = Validate(options);
         var ns = NetworkNames.Orchestrator(options.Name, options.Node);
         var mtu = VxlanPlan.Mtu(underlay.AddressFamily);
         var view = Projection.Project(state, options.Node!);
@@ -61,10 +59,7 @@ public sealed partial class NodeNetwork
         try
         {
             dataplane = DataplaneRuntime.Adopt(thread, options.Name, view.Dataplane, log, out var rewritten);
-            var zones = options.Dns.Zones.Select(z => z.TrimEnd('.').ToLowerInvariant()).ToArray();
-            network = new NodeNetwork(options, log, thread, dataplane, gateways, mtu, zones, n => options.Dns.Enabled
-                ? DnsServer.Start(thread, [gateways.V4, gateways.V6], 53, () => n._names, new DnsOptions { Zones = zones, Ttl = options.Dns.Ttl }, null, [], log)
-                : null);
+            network = new NodeNetwork(options, log, thread, dataplane, gateways, mtu);
             var report = network.TakeOver(record, view, rewritten);
             network.Adopted = report;
             LogAdopted(log, options.Name, options.Node!, rewritten ? "rewritten" : "unchanged", report.Adopted.Count, report.ProcessesAdopted.Count, report.Wired.Count, report.Removed.Count, report.StaleFlows);

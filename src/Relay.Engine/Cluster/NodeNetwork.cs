@@ -62,7 +62,7 @@ public sealed partial class NodeNetwork : IDisposable
     private NodeView? _applied;
     private bool _disposed;
 
-    private NodeNetwork(NetworkOptions options, ILogger log, NetnsThread orchestrator, DataplaneRuntime dataplane, Gateways gateways, int mtu, IReadOnlyList<string> zones, Func<NodeNetwork, DnsServer?> dns)
+    private NodeNetwork(NetworkOptions options, ILogger log, NetnsThread orchestrator, DataplaneRuntime dataplane, Gateways gateways, int mtu)
     {
         _options = options;
         _log = log;
@@ -70,8 +70,10 @@ public sealed partial class NodeNetwork : IDisposable
         _dataplane = dataplane;
         _gateways = gateways;
         _mtu = mtu;
-        _zones = zones;
-        _dns = dns(this);
+        _zones = options.Dns.Zones.Select(z => z.TrimEnd('.').ToLowerInvariant()).ToArray();
+        _dns = options.Dns.Enabled
+            ? DnsServer.Start(orchestrator, [gateways.V4, gateways.V6], 53, () => _names, new DnsOptions { Zones = _zones, Ttl = options.Dns.Ttl }, null, [], log)
+            : null;
     }
 
     /// <summary>The network.</summary>
@@ -141,7 +143,7 @@ public sealed partial class NodeNetwork : IDisposable
     public static NodeNetwork Open(NetworkOptions options, IPAddress underlay, string? hostNamespace = null, ILogger? logger = null)
     {
         var log = logger ?? NullLogger.Instance;
-        var (_, gateways) = Validate(options);
+        var gateways = Validate(options);
         var mtu = VxlanPlan.Mtu(underlay.AddressFamily);
         var ns = NetworkNames.Orchestrator(options.Name, options.Node);
         var thread = TopologyBuilder.CreateOrchestrator(ns);
@@ -152,10 +154,7 @@ public sealed partial class NodeNetwork : IDisposable
             new NetworkRecord { Network = options.Name, OwnerPid = Environment.ProcessId, Orchestrator = ns, Node = options.Node }.Save(options.RecordDirectory);
             dataplane = DataplaneRuntime.Open(thread, options.Name, log);
             VxlanOverlay.Create(hostNamespace, ns, options.Name, options.Node!, underlay, mtu);
-            var zones = options.Dns.Zones.Select(z => z.TrimEnd('.').ToLowerInvariant()).ToArray();
-            var network = new NodeNetwork(options, log, thread, dataplane, gateways, mtu, zones, n => options.Dns.Enabled
-                ? DnsServer.Start(thread, [gateways.V4, gateways.V6], 53, () => n._names, new DnsOptions { Zones = zones, Ttl = options.Dns.Ttl }, null, [], log)
-                : null);
+            var network = new NodeNetwork(options, log, thread, dataplane, gateways, mtu);
             LogOpened(log, options.Name, options.Node!, ns, mtu);
             return network;
         }
@@ -170,7 +169,7 @@ public sealed partial class NodeNetwork : IDisposable
         }
     }
 
-    private static (IPNetwork Pool4, Gateways Gateways) Validate(NetworkOptions options)
+    private static Gateways Validate(NetworkOptions options)
     {
         var errors = new ErrorCollector();
         if (options.Node is null)
@@ -180,7 +179,7 @@ public sealed partial class NodeNetwork : IDisposable
         var pool4 = Pool(options.InstancePool4, "network.instancePool4", AddressFamily.InterNetwork, errors);
         var pool6 = Pool(options.InstancePool6, "network.instancePool6", AddressFamily.InterNetworkV6, errors);
         errors.ThrowIfAny();
-        return (pool4!.Value, new Gateways(Gateway(pool4.Value), Gateway(pool6!.Value)));
+        return new Gateways(Gateway(pool4!.Value), Gateway(pool6!.Value));
     }
 
     /// <summary>
@@ -307,15 +306,21 @@ public sealed partial class NodeNetwork : IDisposable
 
     private void Unwire(InstanceEntry instance)
     {
-        var wiring = WiringOf(instance);
         if (_processes.Remove(instance.Name, out var process))
         {
             process.Dispose();
         }
+        DeleteNamespace(instance);
+        _wired.Remove(instance.Name);
+    }
+
+    /// <summary>Its processes, its namespace and veth, its /etc/netns files.</summary>
+    private void DeleteNamespace(InstanceEntry instance)
+    {
+        var wiring = WiringOf(instance);
         NamespacedProcess.KillNamespace(wiring.Namespace);
         TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
         NetnsEtc.Remove(wiring.Namespace);
-        _wired.Remove(instance.Name);
     }
 
     /// <summary>Takes <paramref name="instance"/> out of what is wired and removes its namespace on a pool thread.</summary>
@@ -334,10 +339,7 @@ public sealed partial class NodeNetwork : IDisposable
                 try
                 {
                     process?.Dispose();
-                    var wiring = WiringOf(instance);
-                    NamespacedProcess.KillNamespace(wiring.Namespace);
-                    TopologyBuilder.UnwireInstance(OrchestratorNamespace, wiring);
-                    NetnsEtc.Remove(wiring.Namespace);
+                    DeleteNamespace(instance);
                 }
                 catch (Exception e) when (e is RelayException or IOException or InvalidOperationException)
                 {
