@@ -273,6 +273,68 @@ public sealed class ClusterAllocator
             : throw new RelayException(ErrorCode.Conflict, "instance", $"instance {id} changed while it was being removed; retry");
     }
 
+    /// <summary>
+    /// Starts instance <paramref name="id"/> of lost node <paramref name="lostNode"/> again on this
+    /// node: new addresses from this node's blocks, and the record, its guards and the old guards'
+    /// removal in one transaction that holds only while the record is as read and the lost node
+    /// holds no lease. Not moved (false) when either changed: another node moved it first, the user
+    /// changed it, or the node came back.
+    /// </summary>
+    public async Task<(bool Moved, long Revision)> RescheduleAsync(string network, string id, string lostNode, IPNetwork pool4, IPNetwork pool6,
+        IReadOnlyCollection<IPAddress> reserved, CancellationToken ct = default)
+    {
+        var instanceKey = ClusterKeys.Instance(network, id);
+        var kv = await _etcd.GetAsync(instanceKey, ct).ConfigureAwait(false);
+        if (kv is null || ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim) is not { } claim || claim.Node != lostNode)
+        {
+            return (false, 0);
+        }
+        await _gate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            for (var attempt = 0; attempt < MaxAttempts; attempt++)
+            {
+                var blocks4 = await BlocksAsync(network, pool4, reserved, ct).ConfigureAwait(false);
+                var blocks6 = await BlocksAsync(network, pool6, reserved, ct).ConfigureAwait(false);
+                var a4 = await blocks4.NextAsync(this, ct).ConfigureAwait(false);
+                var a6 = await blocks6.NextAsync(this, ct).ConfigureAwait(false);
+                var moved = claim with { Node = Node, Address4 = a4.ToString(), Address6 = a6.ToString(), Request = Guid.NewGuid().ToString("N") };
+                var txn = new TxnRequest();
+                txn.Compare.Add(ModIs(kv));
+                txn.Compare.Add(Absent(ClusterKeys.Node(lostNode)));
+                txn.Compare.Add(Absent(ClusterKeys.Address(network, a4)));
+                txn.Compare.Add(Absent(ClusterKeys.Address(network, a6)));
+                txn.Success.Add(Put(instanceKey, JsonSerializer.Serialize(moved, ClusterJson.Default.InstanceClaim)));
+                txn.Success.Add(Put(ClusterKeys.Address(network, a4), "instance/" + id));
+                txn.Success.Add(Put(ClusterKeys.Address(network, a6), "instance/" + id));
+                txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Address4));
+                txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Address6));
+                txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(instanceKey) } });
+                txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(ClusterKeys.Node(lostNode)) } });
+                var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+                if (response.Succeeded)
+                {
+                    blocks4.MarkUsed(a4);
+                    blocks6.MarkUsed(a6);
+                    return (true, response.Header.Revision);
+                }
+                var now = response.Responses[0].ResponseRange.Kvs;
+                if (now.Count == 0 || now[0].ModRevision != kv.ModRevision || response.Responses[1].ResponseRange.Kvs.Count > 0)
+                {
+                    return (false, response.Header.Revision);
+                }
+                // An address of this node's blocks was taken: what it knew was stale. Learn again.
+                _blocks.Remove((network, AddressFamily.InterNetwork));
+                _blocks.Remove((network, AddressFamily.InterNetworkV6));
+            }
+            throw new RelayException(ErrorCode.Conflict, "instances", $"could not allocate addresses to start instance {id} again after {MaxAttempts} attempts");
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
     private static Compare ValueIs(string key, string value)
         => new() { Key = ByteString.CopyFromUtf8(key), Target = Compare.Types.CompareTarget.Value, Result = Compare.Types.CompareResult.Equal, Value = ByteString.CopyFromUtf8(value) };
 
@@ -285,7 +347,7 @@ public sealed class ClusterAllocator
     /// blocks are full), in one transaction with the instance's record.
     /// </summary>
     public async Task<(InstanceClaim Claim, long Revision)> AddInstanceAsync(string network, string id, string service, IPNetwork pool4, IPNetwork pool6,
-        IReadOnlyCollection<IPAddress> reserved, JsonObject? spec = null, string? mode = null, CancellationToken ct = default)
+        IReadOnlyCollection<IPAddress> reserved, JsonObject? spec = null, string? mode = null, CancellationToken ct = default, bool pinned = false)
     {
         var request = Guid.NewGuid().ToString("N");
         var instanceKey = ClusterKeys.Instance(network, id);
@@ -298,7 +360,7 @@ public sealed class ClusterAllocator
                 var blocks6 = await BlocksAsync(network, pool6, reserved, ct).ConfigureAwait(false);
                 var a4 = await blocks4.NextAsync(this, ct).ConfigureAwait(false);
                 var a6 = await blocks6.NextAsync(this, ct).ConfigureAwait(false);
-                var claim = new InstanceClaim(id, service, Node, a4.ToString(), a6.ToString(), spec, request) { Mode = mode };
+                var claim = new InstanceClaim(id, service, Node, a4.ToString(), a6.ToString(), spec, request) { Mode = mode, Pinned = pinned ? true : null };
                 var outcome = await CreateGuardedAsync(network, instanceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.InstanceClaim), "instance/" + id, a4, a6, ct).ConfigureAwait(false);
                 if (outcome.Created)
                 {

@@ -49,6 +49,9 @@ public sealed record InstanceClaim(string Id, string Service, string Node, strin
 
     /// <summary>While draining: when its node removes it at the latest (its TCP flows are cut then).</summary>
     public DateTimeOffset? DrainUntil { get; init; }
+
+    /// <summary>True when the user chose its node (<c>--node</c>): it is never placed elsewhere; null otherwise.</summary>
+    public bool? Pinned { get; init; }
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]

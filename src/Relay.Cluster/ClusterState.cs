@@ -192,6 +192,7 @@ public static class ClusterState
         var command = i.Spec?["command"] is JsonArray array && array.All(x => x is JsonValue v && v.TryGetValue<string>(out _))
             ? array.Select(x => x!.GetValue<string>()).ToImmutableArray()
             : (ImmutableArray<string>?)null;
-        return new InstanceEntry(i.Id, i.Service, i.Node, a4, a6, mode.Value) { Command = command, DrainUntil = i.DrainUntil };
+        var restart = i.Spec?["restart"] is JsonValue r && r.TryGetValue<string>(out var policy) ? policy : null;
+        return new InstanceEntry(i.Id, i.Service, i.Node, a4, a6, mode.Value) { Command = command, DrainUntil = i.DrainUntil, Restart = restart, Pinned = i.Pinned == true };
     }
 }

@@ -56,6 +56,9 @@ public sealed record InstanceInfo(string Name, string Service, string Namespace,
     /// <summary>The node it runs on (null on a single host).</summary>
     public string? Node { get; init; }
 
+    /// <summary>Placed on its node by the user (<c>--node</c>): it stays there when that node is lost.</summary>
+    public bool Pinned { get; init; }
+
     /// <summary>Restart policy of its command.</summary>
     public string Restart { get; init; } = "on-failure";
 

@@ -45,6 +45,12 @@ public sealed record InstanceEntry(string Name, string Service, string Node, IPA
 
     /// <summary>When a draining instance's TCP flows are cut at the latest.</summary>
     public DateTimeOffset? DrainUntil { get; init; }
+
+    /// <summary>Its restart policy as users write it (<c>never</c>, <c>on-failure</c>, <c>always</c>); null is the default, <c>on-failure</c>.</summary>
+    public string? Restart { get; init; }
+
+    /// <summary>Placed on its node by the user (<c>--node</c>): it stays there, also when that node is lost.</summary>
+    public bool Pinned { get; init; }
 }
 
 /// <summary>A live node: it holds a lease.</summary>

@@ -48,6 +48,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     private readonly Dictionary<string, ClusterAllocator> _allocators = new(StringComparer.Ordinal);
     /// <summary>This node's draining instances (network, id) whose removal was written, until the state no longer has them.</summary>
     private readonly HashSet<(string Network, string Instance)> _leaving = [];
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Network, string Instance, string From), byte> _rescheduling = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource _firstStep = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ClusterWatch _watch;
@@ -158,7 +159,53 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         {
             await ClusterReconciler.RecordAsync(_lease, string.Join(",", parts.Select(p => p.Claim.Name)), step.Revision, _log).ConfigureAwait(false);
         }
+        Reschedule(parts);
         _firstStep.TrySetResult();
+    }
+
+    /// <summary>
+    /// Lost nodes' instances that <see cref="ClusterPlacement"/> gives to this node start here: each
+    /// move is one guarded transaction, written in the background (the step does not wait on the
+    /// store); the next steps wire what it wrote. Every node computes the same placement, and the
+    /// transaction's guards make a move happen once even when views differ.
+    /// </summary>
+    private void Reschedule(Part[] parts)
+    {
+        foreach (var part in parts)
+        {
+            if (part.Reconciler.State is not { } state || state.Instances.Values.All(i => state.Nodes.ContainsKey(i.Node)))
+            {
+                continue;
+            }
+            foreach (var move in ClusterPlacement.Rescheduling(state))
+            {
+                var key = (part.Claim.Name, move.Instance.Name, move.Instance.Node);
+                if (move.Target != Node || !_rescheduling.TryAdd(key, 0))
+                {
+                    continue;
+                }
+                _ = Task.Run(async () =>
+                {
+                    try
+                    {
+                        IPAddress[] reserved = [NodeNetwork.Gateway(part.Pool4), NodeNetwork.Gateway(part.Pool6)];
+                        var (moved, revision) = await Allocator(Node).RescheduleAsync(part.Claim.Name, move.Instance.Name, move.Instance.Node, part.Pool4, part.Pool6, reserved, _stop.Token).ConfigureAwait(false);
+                        if (moved)
+                        {
+                            LogRescheduled(_log, part.Claim.Name, move.Instance.Name, move.Instance.Node, Node, revision);
+                        }
+                    }
+                    catch (Exception e) when (e is RelayException or OperationCanceledException)
+                    {
+                        LogRescheduleFailed(_log, part.Claim.Name, move.Instance.Name, move.Instance.Node, e.Message);
+                    }
+                    finally
+                    {
+                        _rescheduling.TryRemove(key, out _);
+                    }
+                });
+            }
+        }
     }
 
     private static bool IsNetworkSpec(string key)
@@ -319,6 +366,8 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             i.Command is { } c ? [.. c] : null, i.Node == view.Node ? part?.ProcessId(i.Name) : null)
         {
             Node = i.Node,
+            Pinned = i.Pinned,
+            Restart = i.Restart ?? Relay.Engine.Health.RestartPolicies.OnFailure,
             InBalancer = view.Balancers.TryGetValue(i.Service, out var b) && b.Any(x => x.Name == i.Name),
             DrainUntil = i.DrainUntil,
         };
@@ -421,8 +470,14 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         await WaitAsync(revision, ct).ConfigureAwait(false);
     }
 
-    /// <summary>Adds an instance on a live node (this one unless <see cref="InstanceSpec.Node"/> says otherwise).</summary>
-    public async Task<InstanceInfo> AddInstanceAsync(string network, InstanceSpec spec, CancellationToken ct)
+    /// <summary>
+    /// Adds an instance on a live node: this one, or the one <see cref="InstanceSpec.Node"/> names,
+    /// which pins it there (it is not started elsewhere when that node is lost).
+    /// </summary>
+    public Task<InstanceInfo> AddInstanceAsync(string network, InstanceSpec spec, CancellationToken ct)
+        => AddInstanceAsync(network, spec, pinned: spec.Node is not null, ct);
+
+    private async Task<InstanceInfo> AddInstanceAsync(string network, InstanceSpec spec, bool pinned, CancellationToken ct)
     {
         var errors = new ErrorCollector();
         var options = SpecMapping.ToInstanceOptions(spec, "instance", errors);
@@ -463,7 +518,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         var pool4 = IPNetwork.Parse(claim.InstancePool4);
         var pool6 = IPNetwork.Parse(claim.InstancePool6);
         IPAddress[] reserved = [NodeNetwork.Gateway(pool4), NodeNetwork.Gateway(pool6)];
-        var (_, revision) = await Allocator(node).AddInstanceAsync(network, name, service, pool4, pool6, reserved, json, options.Standby ? "standby" : null, ct).ConfigureAwait(false);
+        var (_, revision) = await Allocator(node).AddInstanceAsync(network, name, service, pool4, pool6, reserved, json, options.Standby ? "standby" : null, ct, pinned).ConfigureAwait(false);
         await WaitAsync(revision, ct).ConfigureAwait(false);
         return Instance(network, name);
     }
@@ -504,7 +559,8 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         var to = request.To;
         if (to is null)
         {
-            var fresh = await AddInstanceAsync(network, new InstanceSpec { Service = svc.Name, Command = old.Command, Standby = true, Node = old.Node }, ct).ConfigureAwait(false);
+            // On the old one's node, as pinned as the old one was, with its restart policy.
+            var fresh = await AddInstanceAsync(network, new InstanceSpec { Service = svc.Name, Command = old.Command, Restart = old.Restart, Standby = true, Node = old.Node }, old.Pinned, ct).ConfigureAwait(false);
             to = fresh.Name;
         }
         else if (Instance(network, to).Service != svc.Name)
@@ -741,6 +797,12 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
 
     [LoggerMessage(EventId = 90, Level = LogLevel.Information, Message = "network {Network}: {Service} moved from {From} to {To} at revision {Revision}: written in {WrittenMs:F2} ms, applied by every node in {AppliedMs:F2} ms")]
     private static partial void LogMigrated(ILogger log, string network, string service, string from, string to, long revision, double writtenMs, double appliedMs);
+
+    [LoggerMessage(EventId = 93, Level = LogLevel.Information, Message = "network {Network}: instance {Instance} of lost node {From} starts again on node {Node} (revision {Revision})")]
+    private static partial void LogRescheduled(ILogger log, string network, string instance, string from, string node, long revision);
+
+    [LoggerMessage(EventId = 94, Level = LogLevel.Warning, Message = "network {Network}: instance {Instance} of lost node {From} could not start again here: {Error}")]
+    private static partial void LogRescheduleFailed(ILogger log, string network, string instance, string from, string error);
 
     [LoggerMessage(EventId = 91, Level = LogLevel.Information, Message = "network {Network}: instance {Instance} on node {Node} drained ({Open} TCP flows left at removal)")]
     private static partial void LogDrained(ILogger log, string network, string instance, string node, int open);

@@ -39,6 +39,11 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             Ok(lab, 0, "instance", "add", "a.com");
             Ok(lab, 0, "instance", "add", "b.com", "--node", h[1]);
             Ok(lab, 0, "instance", "add", "b.com", "--node", h[2], "--", "sleep", "3600");
+            // Not pinned (added on their own hosts, without --node), default restart policy: these
+            // start again on a live node when theirs is lost.
+            Ok(lab, 0, "service", "add", "c.com");
+            Ok(lab, 1, "instance", "add", "c.com", "--", "sleep", "3600");
+            Ok(lab, 2, "instance", "add", "c.com", "--", "sleep", "3600");
             Assert.Equal(0, Sh.InNs(a, "ping", "-c", "1", "-W", "2", "b.com").ExitCode);
 
             // 1. kill -9 of host 1's daemon under a ping through its kernel: nothing lost, and the
@@ -76,6 +81,7 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             var victimName = victim.GetProperty("name").GetString()!;
             var lost = Array.IndexOf(h, victim.GetProperty("node").GetString());
             output.WriteLine($"the ping's flow is on {victimName} at {backend}, on {h[lost]}: that node goes");
+            var moving = Instances(lab, 0).Single(i => i.GetProperty("service").GetString() == "c.com" && i.GetProperty("node").GetString() == h[lost]).GetProperty("name").GetString()!;
             // etcd's lease expiry is the floor: a member that becomes leader renews every lease for
             // a full TTL, so when the lost node's member led, the election comes on top.
             bool led;
@@ -95,6 +101,8 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             // ping of fixed length could end before the cut): a bound's worth after the cut, then
             // SIGINT, and it prints what it got.
             await Task.Delay(bound + TimeSpan.FromSeconds(1));
+            // Read while the ping still runs: a stopped ping's flow is not the ping's any more.
+            var after = Backend(orchestrator, vip, failover.Id);
             Relay.Linux.Processes.Signals.Send(failover.Id, 2);
             await failover.WaitForExitAsync();
             var gap = LongestSilence(await lines, cut);
@@ -105,7 +113,23 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             Assert.InRange(gap, TimeSpan.Zero, bound);
             Assert.Equal("lost", Nodes(lab, 0)[lost].GetProperty("state").GetString());
             var other = Instances(lab, 0).Single(i => i.GetProperty("service").GetString() == "b.com" && i.GetProperty("name").GetString() != victimName);
-            Assert.Equal(other.GetProperty("address4").GetString(), Backend(orchestrator, vip, failover.Id));
+            Assert.Equal(other.GetProperty("address4").GetString(), after);
+
+            // The lost node's c.com instance starts again on the live node with the fewest instances
+            // (host 1: a-1 only), with a new address from that node's block and its command running;
+            // the pinned b.com instance stays where it was.
+            await WaitUntil(() => Instances(lab, 0).Single(i => i.GetProperty("name").GetString() == moving) is var m
+                && m.GetProperty("node").GetString() == h[0] && Pid(lab, 0, moving) is not null, TimeSpan.FromSeconds(5), $"{moving} of lost {h[lost]} started again on {h[0]}");
+            var moved = Instances(lab, 0).Single(i => i.GetProperty("name").GetString() == moving);
+            Assert.True(moved.GetProperty("inBalancer").GetBoolean(), moved.ToString());
+            Assert.True(Netns.Exists($"{orchestrator}.{moving}"));
+            Assert.Equal(h[lost], Instances(lab, 0).Single(i => i.GetProperty("name").GetString() == victimName).GetProperty("node").GetString());
+            using (var cvip = JsonDocument.Parse(Ok(lab, 0, "service", "ls", "-o", "json")))
+            {
+                var c = cvip.RootElement.EnumerateArray().Single(x => x.GetProperty("name").GetString() == "c.com");
+                Assert.Contains(moving, c.GetProperty("backends").EnumerateArray().Select(x => x.GetString()));
+            }
+            Assert.Equal(0, Sh.InNs(a, "ping", "-c", "1", "-W", "2", moved.GetProperty("address4").GetString()!).ExitCode);
 
             // 3. While it is away its instance is removed; when it returns it removes that
             // namespace, keeps its orchestrator, and is a ready node again.
@@ -116,6 +140,8 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             lab = await LabCluster.RestartDaemonAsync(lab, lost, DaemonBed.Binary, Ttl);
             await WaitUntil(() => Ready(lab, 0, h[lost]), TimeSpan.FromSeconds(15), $"{h[lost]} back as a ready node");
             Assert.False(Netns.Exists(victimNamespace), victimNamespace + " is still there after its node returned");
+            Assert.False(Netns.Exists($"relay-default@{h[lost]}.{moving}"), moving + " started again elsewhere, yet its old namespace is still on the returned node");
+            Assert.Equal(h[0], Instances(lab, lost).Single(i => i.GetProperty("name").GetString() == moving).GetProperty("node").GetString());
             Assert.True(Netns.Exists($"relay-default@{h[lost]}"));
             Assert.Equal(0, Sh.InNs(a, "ping", "-c", "2", "-i", "0.2", "-W", "2", "b.com").ExitCode);
         }
