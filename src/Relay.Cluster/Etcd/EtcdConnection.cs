@@ -244,6 +244,7 @@ public sealed class EtcdConnection : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         RpcException? last = null;
+        var failures = new List<string>(_members.Length);
         var start = Volatile.Read(ref _preferred);
         for (var k = 0; k < _members.Length; k++)
         {
@@ -261,14 +262,26 @@ public sealed class EtcdConnection : IDisposable
             catch (RpcException e) when (IsMemberFailure(e) && !ct.IsCancellationRequested)
             {
                 last = e;
+                failures.Add($"{member.Endpoint}: {Describe(e)}");
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
             {
                 throw new OperationCanceledException(ct);
             }
         }
-        throw Unavailable(last?.Status.Detail ?? "no member answered", last);
+        throw failures.Count == 0
+            ? Unavailable("no member answered", last)
+            : new RelayException(ErrorCode.Unavailable, "cluster", "cluster store unavailable: no member answered (" + string.Join("; ", failures) + ")", last);
     }
+
+    /// <summary>What a member's failure was, in words: gRPC leaves the detail empty for a deadline.</summary>
+    private string Describe(RpcException e) => e.StatusCode switch
+    {
+        _ when e.Status.Detail.Contains("no leader", StringComparison.OrdinalIgnoreCase) => "it has no leader (no quorum behind it)",
+        StatusCode.DeadlineExceeded => $"no answer within {CallTimeout.TotalSeconds:0.#} s",
+        _ when !string.IsNullOrWhiteSpace(e.Status.Detail) => e.Status.Detail,
+        _ => e.StatusCode.ToString(),
+    };
 
     /// <summary>
     /// Failures of one member, or of the quorum behind it, after which another member may succeed:

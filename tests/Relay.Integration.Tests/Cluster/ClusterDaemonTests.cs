@@ -4,6 +4,7 @@ using Relay.Cluster.Lab;
 using Relay.Integration.Tests.Daemon;
 using Relay.Integration.Tests.Support;
 using Relay.Linux.Namespaces;
+using Xunit.Abstractions;
 
 namespace Relay.Integration.Tests.Cluster;
 
@@ -14,7 +15,7 @@ namespace Relay.Integration.Tests.Cluster;
 // Lab processes (etcd, daemons) start through `ip netns exec` while other tests add and delete
 // namespaces: run them apart from the parallel tests.
 [Collection(HostStateCollection.Name)]
-public sealed class ClusterDaemonTests
+public sealed class ClusterDaemonTests(ITestOutputHelper output)
 {
     [Fact]
     public async Task LabDaemons_ShareOneNetwork_PingByNameAcrossHosts_MigrateAcrossHostsWithNothingLost_AndSeeANodeGo()
@@ -106,6 +107,96 @@ public sealed class ClusterDaemonTests
             Assert.Equal(1, bad.ExitCode);
             Assert.Contains("no live node 'nowhere'", bad.Stderr);
             Assert.Equal(2, Instances(lab, 1).Count);
+
+            // 3,000 UDP flows from host 1 spread over s.com's instances on the three hosts: a third
+            // each (+/- 5 points), local and remote ones alike.
+            Ok(lab, 0, "service", "add", "s.com");
+            foreach (var host in lab.Hosts)
+            {
+                Ok(lab, 0, "instance", "add", "s.com", "--node", host.Name);
+            }
+            var spread = Instances(lab, 0).Where(i => i.GetProperty("service").GetString() == "s.com").ToArray();
+            Assert.Equal(lab.Hosts.Select(h => h.Name), spread.Select(i => i.GetProperty("node").GetString()));
+            var sinks = spread.Select(i => new Relay.Engine.Probes.UdpSink(i.GetProperty("namespace").GetString()!, System.Net.Sockets.AddressFamily.InterNetwork, 9000)).ToArray();
+            try
+            {
+                var vip4 = JsonDocument.Parse(Ok(lab, 0, "service", "ls", "-o", "json")).RootElement.EnumerateArray()
+                    .Single(x => x.GetProperty("name").GetString() == "s.com").GetProperty("vip4").GetString()!;
+                var senders = Relay.Engine.Probes.NsSockets.ManyUdp(a, System.Net.Sockets.AddressFamily.InterNetwork, 3000);
+                try
+                {
+                    var to = new System.Net.IPEndPoint(System.Net.IPAddress.Parse(vip4), 9000);
+                    for (var i = 0; i < senders.Length; i++)
+                    {
+                        senders[i].SendTo(new byte[8], to);
+                        if (i % 100 == 99)
+                        {
+                            await Task.Delay(2); // paced: the test is about where flows go, not buffer sizes
+                        }
+                    }
+                    var received = Stopwatch.StartNew();
+                    while (sinks.Sum(k => k.Count) < 3000 && received.Elapsed < TimeSpan.FromSeconds(10))
+                    {
+                        await Task.Delay(50);
+                    }
+                }
+                finally
+                {
+                    Array.ForEach(senders, x => x.Dispose());
+                }
+                var counts = sinks.Select(k => k.Count).ToArray();
+                Assert.True(counts.Sum() == 3000, $"received {string.Join(" + ", counts)} of 3000");
+                Assert.All(counts, c => Assert.True(Math.Abs(c / 3000.0 - 1 / 3.0) <= 0.05, $"shares over the three hosts: {string.Join(", ", counts)}"));
+            }
+            finally
+            {
+                Array.ForEach(sinks, x => x.Dispose());
+            }
+
+            // Quorum lost (two of the three members stop answering): a ping across hosts goes on
+            // with the last known state, a change is a clear error that changes nothing, and
+            // changes work again once the quorum is back.
+            using (var ping = Process.Start(new ProcessStartInfo("ip", ["netns", "exec", a, "ping", "-4", "-D", "-i", "0.01", "-c", "600", "-W", "1", "b.com"]) { RedirectStandardOutput = true })!)
+            {
+                await Task.Delay(300);
+                LabCluster.PauseMember(lab.Hosts[1], pause: true);
+                LabCluster.PauseMember(lab.Hosts[2], pause: true);
+                Sh.Result refused;
+                var paused = DateTimeOffset.UtcNow;
+                var refusing = Stopwatch.StartNew();
+                try
+                {
+                    refused = Sh.Run(DaemonBed.Binary, "--socket", lab.Hosts[0].Socket, "service", "add", "q.com");
+                }
+                finally
+                {
+                    LabCluster.PauseMember(lab.Hosts[1], pause: false);
+                    LabCluster.PauseMember(lab.Hosts[2], pause: false);
+                }
+                var resumed = DateTimeOffset.UtcNow;
+                output.WriteLine($"without quorum: exit {refused.ExitCode} after {refusing.ElapsedMilliseconds} ms: {refused.Stderr.Trim()}");
+                Assert.Equal(2, refused.ExitCode);
+                Assert.Contains("cluster store unavailable", refused.Stderr);
+                Assert.DoesNotContain("   at ", refused.Stderr);
+                var printed = await ping.StandardOutput.ReadToEndAsync();
+                await ping.WaitForExitAsync();
+                // Forwarding goes on while the store is away: replies all through the outage.
+                var replies = System.Text.RegularExpressions.Regex.Matches(printed, @"^\[(\d+\.\d+)\] \d+ bytes from", System.Text.RegularExpressions.RegexOptions.Multiline)
+                    .Select(m => DateTimeOffset.FromUnixTimeMilliseconds((long)(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * 1000)))
+                    .Where(t => t >= paused && t <= resumed).ToList();
+                var longest = replies.Zip(replies.Skip(1), (x, y) => y - x).DefaultIfEmpty(TimeSpan.MaxValue).Max();
+                var summary = printed.Split('\n').FirstOrDefault(l => l.Contains("packets transmitted", StringComparison.Ordinal));
+                output.WriteLine($"ping through the outage ({(resumed - paused).TotalMilliseconds:F0} ms): {replies.Count} replies, longest gap {longest.TotalMilliseconds:F0} ms; whole ping: {summary}");
+                Assert.True(replies.Count > 0 && longest < TimeSpan.FromMilliseconds(500), $"forwarding stopped while the store was away: {replies.Count} replies, longest gap {longest}; {summary}");
+            }
+            var back = Stopwatch.StartNew();
+            while (Sh.Run(DaemonBed.Binary, "--socket", lab.Hosts[0].Socket, "service", "ls", "-o", "json").Stdout.Contains("q.com", StringComparison.Ordinal) is false
+                && Sh.Run(DaemonBed.Binary, "--socket", lab.Hosts[0].Socket, "service", "add", "q.com").ExitCode != 0)
+            {
+                Assert.True(back.Elapsed < TimeSpan.FromSeconds(15), "changes still fail 15 s after the quorum came back");
+                await Task.Delay(200);
+            }
+            Assert.All(Nodes(lab, 0), n => Assert.Equal("ready", n.GetProperty("state").GetString()));
 
             // A node whose daemon dies is seen to go by the others once its lease expires.
             LabCluster.KillDaemon(lab.Hosts[2]);

@@ -102,9 +102,17 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             // SIGINT, and it prints what it got.
             await Task.Delay(bound + TimeSpan.FromSeconds(1));
             // Read while the ping still runs: a stopped ping's flow is not the ping's any more.
-            var after = Backend(orchestrator, vip, failover.Id);
+            var after = TryBackend(orchestrator, vip, failover.Id);
             Relay.Linux.Processes.Signals.Send(failover.Id, 2);
             await failover.WaitForExitAsync();
+            if (after is null)
+            {
+                // Seen twice in ~10 runs: no ICMP flow at all in the orchestrator while the ping
+                // runs. What ping printed is the evidence for the issue note.
+                var printed = await lines;
+                Assert.Fail($"no ICMP flow of the running ping {failover.Id} to {vip} for 2 s, {bound + TimeSpan.FromSeconds(1)} after the cut; ping's last lines: "
+                    + string.Join(" | ", printed.Split('\n').TakeLast(12)) + " | conntrack: " + Sh.InNs(orchestrator, "conntrack", "-L").Stdout);
+            }
             var gap = LongestSilence(await lines, cut);
             output.WriteLine($"longest silence after the cut: {gap.TotalMilliseconds:F0} ms (lease TTL {Ttl.TotalSeconds} s; its etcd member {(led ? "was" : "was not")} the leader; bound {bound.TotalMilliseconds} ms)");
             // The requirement's bound. No lower bound: in full-suite runs the ping at times never
@@ -165,14 +173,34 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
         return table + links + inodes;
     }
 
-    /// <summary>The instance address the ICMP flow to <paramref name="vip"/> is translated to, from the orchestrator's conntrack table.</summary>
+    /// <summary>
+    /// The instance address the ICMP flow to <paramref name="vip"/> is translated to, from the
+    /// orchestrator's conntrack table; looked for up to 2 s (a ping that has just started may not
+    /// have sent yet: `ip netns exec`, then its DNS query).
+    /// </summary>
     private static string Backend(string orchestrator, string vip, int pingPid)
+        => TryBackend(orchestrator, vip, pingPid) ?? throw new Xunit.Sdk.XunitException(
+            $"no ICMP flow of ping {pingPid} to {vip} for 2 s; every ICMP flow of {orchestrator}: {Sh.InNs(orchestrator, "conntrack", "-L", "-p", "icmp").Stdout}");
+
+    private static string? TryBackend(string orchestrator, string vip, int pingPid)
     {
         // ping's ICMP id is its pid (16 bits): the flow of this ping, not of an earlier one.
-        var entries = Sh.InNs(orchestrator, "conntrack", "-L", "-p", "icmp", "-d", vip);
-        var m = ReplySource().Matches(entries.Stdout).FirstOrDefault(x => x.Groups[1].Value == (pingPid & 0xffff).ToString(CultureInfo.InvariantCulture));
-        Assert.True(m is not null, $"no ICMP flow of ping {pingPid} to {vip}: {entries.Stdout}{entries.Stderr}");
-        return m.Groups[2].Value;
+        var id = (pingPid & 0xffff).ToString(CultureInfo.InvariantCulture);
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            var entries = Sh.InNs(orchestrator, "conntrack", "-L", "-p", "icmp", "-d", vip);
+            var m = ReplySource().Matches(entries.Stdout).FirstOrDefault(x => x.Groups[1].Value == id);
+            if (m is not null)
+            {
+                return m.Groups[2].Value;
+            }
+            if (clock.Elapsed > TimeSpan.FromSeconds(2))
+            {
+                return null;
+            }
+            Thread.Sleep(50);
+        }
     }
 
     private static TimeSpan LongestSilence(string pingOutput, DateTimeOffset cut)
