@@ -97,7 +97,10 @@ public sealed class NodeLease : IAsyncDisposable
             try
             {
                 await Task.Delay(period, _stop.Token).ConfigureAwait(false);
-                var left = await _etcd.KeepAliveOnceAsync(Lease, _stop.Token).ConfigureAwait(false);
+                // Each member gets a third of the TTL: a member cut off from the quorum (seen: the
+                // connection preferred the lost node's member) must not hold the renewal until the
+                // lease is gone, which made a healthy node "lost" together with the lost one.
+                var left = await _etcd.KeepAliveOnceAsync(Lease, _stop.Token, period).ConfigureAwait(false);
                 if (left <= 0)
                 {
                     // Expired while the node was cut off: everyone has seen it go; join again.

@@ -169,8 +169,12 @@ public sealed class EtcdConnection : IDisposable
         return response.ID;
     }
 
-    /// <summary>Renews a lease once; returns the remaining TTL in seconds (0 or less: the lease is gone).</summary>
-    public async Task<long> KeepAliveOnceAsync(long lease, CancellationToken ct = default)
+    /// <summary>
+    /// Renews a lease once; returns the remaining TTL in seconds (0 or less: the lease is gone).
+    /// <paramref name="perMember"/> bounds the wait on each member (default: the call timeout):
+    /// a renewal must not wait on a member cut off from the others for longer than its lease has.
+    /// </summary>
+    public async Task<long> KeepAliveOnceAsync(long lease, CancellationToken ct = default, TimeSpan? perMember = null)
     {
         return await CallAsync(async (m, o) =>
         {
@@ -182,7 +186,7 @@ public sealed class EtcdConnection : IDisposable
                 throw new RpcException(new Status(StatusCode.Unavailable, "keepalive stream closed"));
             }
             return call.ResponseStream.Current.TTL;
-        }, ct).ConfigureAwait(false);
+        }, ct, perMember).ConfigureAwait(false);
     }
 
     /// <summary>Revokes a lease: its keys go at once.</summary>
@@ -238,9 +242,9 @@ public sealed class EtcdConnection : IDisposable
         }
     }
 
-    private CallOptions Options(CancellationToken ct) => new(RequireLeader, DateTime.UtcNow + CallTimeout, ct);
+    private CallOptions Options(CancellationToken ct, TimeSpan? timeout = null) => new(RequireLeader, DateTime.UtcNow + (timeout ?? CallTimeout), ct);
 
-    private async Task<T> CallAsync<T>(Func<Member, CallOptions, Task<T>> call, CancellationToken ct)
+    private async Task<T> CallAsync<T>(Func<Member, CallOptions, Task<T>> call, CancellationToken ct, TimeSpan? timeout = null)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         RpcException? last = null;
@@ -252,7 +256,7 @@ public sealed class EtcdConnection : IDisposable
             var member = _members[index];
             try
             {
-                var result = await call(member, Options(ct)).ConfigureAwait(false);
+                var result = await call(member, Options(ct, timeout)).ConfigureAwait(false);
                 if (k > 0)
                 {
                     Volatile.Write(ref _preferred, index);
@@ -262,7 +266,7 @@ public sealed class EtcdConnection : IDisposable
             catch (RpcException e) when (IsMemberFailure(e) && !ct.IsCancellationRequested)
             {
                 last = e;
-                failures.Add($"{member.Endpoint}: {Describe(e)}");
+                failures.Add($"{member.Endpoint}: {Describe(e, timeout ?? CallTimeout)}");
             }
             catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && ct.IsCancellationRequested)
             {
@@ -275,10 +279,10 @@ public sealed class EtcdConnection : IDisposable
     }
 
     /// <summary>What a member's failure was, in words: gRPC leaves the detail empty for a deadline.</summary>
-    private string Describe(RpcException e) => e.StatusCode switch
+    private static string Describe(RpcException e, TimeSpan timeout) => e.StatusCode switch
     {
         _ when e.Status.Detail.Contains("no leader", StringComparison.OrdinalIgnoreCase) => "it has no leader (no quorum behind it)",
-        StatusCode.DeadlineExceeded => $"no answer within {CallTimeout.TotalSeconds:0.#} s",
+        StatusCode.DeadlineExceeded => $"no answer within {timeout.TotalSeconds:0.##} s",
         _ when !string.IsNullOrWhiteSpace(e.Status.Detail) => e.Status.Detail,
         _ => e.StatusCode.ToString(),
     };

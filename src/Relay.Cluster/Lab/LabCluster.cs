@@ -347,13 +347,13 @@ public static partial class LabCluster
     public static IReadOnlyList<string> Down(LabRecord lab, Func<string, IEnumerable<string>>? removeNetworks = null)
     {
         var removed = new List<string>();
+        // Every daemon at once: one that stopped first leaves the cluster at once, and a daemon
+        // still running would start that node's instances on itself.
+        var daemons = lab.Hosts.Where(h => h.DaemonPid > 0 && IsRecordedProcess(h.DaemonPid, "relay")).ToArray();
+        StopProcesses(daemons.Select(h => h.DaemonPid));
+        removed.AddRange(daemons.Select(h => $"relay daemon {h.Name} (pid {h.DaemonPid})"));
         foreach (var h in lab.Hosts)
         {
-            if (h.DaemonPid > 0 && IsRecordedProcess(h.DaemonPid, "relay"))
-            {
-                StopProcess(h.DaemonPid);
-                removed.Add($"relay daemon {h.Name} (pid {h.DaemonPid})");
-            }
             var records = Path.Combine(StateDirectory(lab, h), "records");
             if (removeNetworks is not null && System.IO.Directory.Exists(records))
             {
@@ -478,19 +478,28 @@ public static partial class LabCluster
         }
     }
 
-    private static void StopProcess(int pid)
+    /// <summary>SIGTERM to all of <paramref name="pids"/> at once, up to 3 s for them to exit, then SIGKILL.</summary>
+    private static void StopProcesses(IEnumerable<int> pids)
     {
-        Signals.Send(pid, Signals.Terminate);
+        var all = pids.ToArray();
+        foreach (var pid in all)
+        {
+            Signals.Send(pid, Signals.Terminate);
+        }
         var waited = Stopwatch.StartNew();
-        while (System.IO.Directory.Exists($"/proc/{pid}") && !IsZombie(pid) && waited.ElapsedMilliseconds < 3000)
+        while (all.Any(Running) && waited.ElapsedMilliseconds < 3000)
         {
             Thread.Sleep(20);
         }
-        if (System.IO.Directory.Exists($"/proc/{pid}") && !IsZombie(pid))
+        foreach (var pid in all.Where(Running))
         {
             Signals.Send(pid, Signals.Kill);
         }
     }
+
+    private static bool Running(int pid) => System.IO.Directory.Exists($"/proc/{pid}") && !IsZombie(pid);
+
+    private static void StopProcess(int pid) => StopProcesses([pid]);
 
     private static bool IsZombie(int pid)
     {

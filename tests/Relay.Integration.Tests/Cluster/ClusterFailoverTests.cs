@@ -157,6 +157,18 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             Assert.True(Netns.Exists($"relay-default@{h[lost]}"));
             Assert.Equal(0, Sh.InNs(a, "ping", "-c", "2", "-i", "0.2", "-W", "2", "b.com").ExitCode);
         }
+        catch
+        {
+            // The daemons' logs go with the lab: keep them for whoever reads the failure.
+            var keep = Path.Combine(Path.GetTempPath(), "relay-failover-logs", lab.Name);
+            Directory.CreateDirectory(keep);
+            foreach (var log in Directory.GetFiles(lab.Directory, "*.daemon.log"))
+            {
+                File.Copy(log, Path.Combine(keep, Path.GetFileName(log)), overwrite: true);
+            }
+            output.WriteLine("daemon logs kept in " + keep);
+            throw;
+        }
         finally
         {
             LabCluster.Down(lab, Relay.Engine.NetworkRecord.RemoveAll);
