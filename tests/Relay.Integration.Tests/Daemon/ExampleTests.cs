@@ -25,18 +25,32 @@ public sealed partial class ExampleTests(ITestOutputHelper output)
         var (dir, rename) = Workspace(bed);
         var lines = ReadmeCommands().ToArray();
         Assert.True(lines.Length >= 15, $"the README's command blocks were not found ({lines.Length} lines)");
-        foreach (var line in lines)
+        var labUp = false;
+        try
         {
-            if (line.Contains("relay daemon", StringComparison.Ordinal))
+            foreach (var line in lines)
             {
-                continue; // the test's daemon is already running
+                if (line.Contains("relay daemon", StringComparison.Ordinal))
+                {
+                    continue; // the test's daemon is already running
+                }
+                if (!File.Exists(bed.Socket))
+                {
+                    bed.Start(); // after the walkthrough's `relay down`, as the user would start it again
+                    bed.Ok("network", "create", bed.Network);
+                }
+                labUp |= line.Contains("relay lab up", StringComparison.Ordinal);
+                Run(bed, dir, rename(line));
+                labUp &= !line.Contains("relay lab down", StringComparison.Ordinal);
             }
-            if (!File.Exists(bed.Socket))
+        }
+        finally
+        {
+            if (labUp)
             {
-                bed.Start(); // after the walkthrough's `relay down`, as the user would start it again
-                bed.Ok("network", "create", bed.Network);
+                // The walkthrough stopped between its `lab up` and `lab down`: remove the lab it made, by its record.
+                Sh.Run(DaemonBed.Binary, "lab", "down");
             }
-            Run(bed, dir, rename(line));
         }
     }
 
@@ -80,6 +94,11 @@ public sealed partial class ExampleTests(ITestOutputHelper output)
     {
         output.WriteLine("$ " + line);
         var psi = bed.Psi([]);
+        if (line.Contains("/run/relay/lab/", StringComparison.Ordinal))
+        {
+            // A lab host's daemon is a cluster of its own: its networks are the lab's, not this test's.
+            psi.Environment.Remove("RELAY_NETWORK");
+        }
         psi.FileName = "/bin/sh";
         psi.ArgumentList.Add("-c");
         psi.ArgumentList.Add(line);
