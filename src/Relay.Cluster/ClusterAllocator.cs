@@ -289,45 +289,65 @@ public sealed class ClusterAllocator
         {
             return (false, 0);
         }
+        return await WithAddressesAsync<(bool, long)>(network, pool4, pool6, reserved, async (a4, a6) =>
+        {
+            var moved = claim with { Node = Node, Address4 = a4.ToString(), Address6 = a6.ToString(), Request = Guid.NewGuid().ToString("N") };
+            var txn = new TxnRequest();
+            txn.Compare.Add(ModIs(kv));
+            txn.Compare.Add(Absent(ClusterKeys.Node(lostNode)));
+            txn.Compare.Add(Absent(ClusterKeys.Address(network, a4)));
+            txn.Compare.Add(Absent(ClusterKeys.Address(network, a6)));
+            txn.Success.Add(Put(instanceKey, JsonSerializer.Serialize(moved, ClusterJson.Default.InstanceClaim)));
+            txn.Success.Add(Put(ClusterKeys.Address(network, a4), "instance/" + id));
+            txn.Success.Add(Put(ClusterKeys.Address(network, a6), "instance/" + id));
+            txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Address4));
+            txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Address6));
+            txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(instanceKey) } });
+            txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(ClusterKeys.Node(lostNode)) } });
+            var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+            if (response.Succeeded)
+            {
+                return (Value: (true, response.Header.Revision), Used: true);
+            }
+            var now = response.Responses[0].ResponseRange.Kvs;
+            return now.Count == 0 || now[0].ModRevision != kv.ModRevision || response.Responses[1].ResponseRange.Kvs.Count > 0
+                ? (Value: (false, response.Header.Revision), Used: false)
+                : null; // an address was taken
+        }, $"could not allocate addresses to start instance {id} again after {MaxAttempts} attempts", ct).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Tries <paramref name="attempt"/> with an IPv4 and an IPv6 address from this node's blocks
+    /// (claiming a block only when they are full), under the allocator's gate. The attempt returns
+    /// its result, and whether the addresses are now in use; or null when an address was taken, which
+    /// means what this node knew of its blocks was stale (another daemon of the same node name, or a
+    /// record written by hand): they are read again and the next pair is tried.
+    /// </summary>
+    private async Task<T> WithAddressesAsync<T>(string network, IPNetwork pool4, IPNetwork pool6, IReadOnlyCollection<IPAddress> reserved,
+        Func<IPAddress, IPAddress, Task<(T Value, bool Used)?>> attempt, string exhausted, CancellationToken ct)
+    {
         await _gate.WaitAsync(ct).ConfigureAwait(false);
         try
         {
-            for (var attempt = 0; attempt < MaxAttempts; attempt++)
+            for (var i = 0; i < MaxAttempts; i++)
             {
                 var blocks4 = await BlocksAsync(network, pool4, reserved, ct).ConfigureAwait(false);
                 var blocks6 = await BlocksAsync(network, pool6, reserved, ct).ConfigureAwait(false);
                 var a4 = await blocks4.NextAsync(this, ct).ConfigureAwait(false);
                 var a6 = await blocks6.NextAsync(this, ct).ConfigureAwait(false);
-                var moved = claim with { Node = Node, Address4 = a4.ToString(), Address6 = a6.ToString(), Request = Guid.NewGuid().ToString("N") };
-                var txn = new TxnRequest();
-                txn.Compare.Add(ModIs(kv));
-                txn.Compare.Add(Absent(ClusterKeys.Node(lostNode)));
-                txn.Compare.Add(Absent(ClusterKeys.Address(network, a4)));
-                txn.Compare.Add(Absent(ClusterKeys.Address(network, a6)));
-                txn.Success.Add(Put(instanceKey, JsonSerializer.Serialize(moved, ClusterJson.Default.InstanceClaim)));
-                txn.Success.Add(Put(ClusterKeys.Address(network, a4), "instance/" + id));
-                txn.Success.Add(Put(ClusterKeys.Address(network, a6), "instance/" + id));
-                txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Address4));
-                txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Address6));
-                txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(instanceKey) } });
-                txn.Failure.Add(new RequestOp { RequestRange = new RangeRequest { Key = ByteString.CopyFromUtf8(ClusterKeys.Node(lostNode)) } });
-                var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
-                if (response.Succeeded)
+                if (await attempt(a4, a6).ConfigureAwait(false) is { } done)
                 {
-                    blocks4.MarkUsed(a4);
-                    blocks6.MarkUsed(a6);
-                    return (true, response.Header.Revision);
+                    if (done.Used)
+                    {
+                        blocks4.MarkUsed(a4);
+                        blocks6.MarkUsed(a6);
+                    }
+                    return done.Value;
                 }
-                var now = response.Responses[0].ResponseRange.Kvs;
-                if (now.Count == 0 || now[0].ModRevision != kv.ModRevision || response.Responses[1].ResponseRange.Kvs.Count > 0)
-                {
-                    return (false, response.Header.Revision);
-                }
-                // An address of this node's blocks was taken: what it knew was stale. Learn again.
                 _blocks.Remove((network, AddressFamily.InterNetwork));
                 _blocks.Remove((network, AddressFamily.InterNetworkV6));
             }
-            throw new RelayException(ErrorCode.Conflict, "instances", $"could not allocate addresses to start instance {id} again after {MaxAttempts} attempts");
+            throw new RelayException(ErrorCode.Conflict, "instances", exhausted);
         }
         finally
         {
@@ -351,41 +371,23 @@ public sealed class ClusterAllocator
     {
         var request = Guid.NewGuid().ToString("N");
         var instanceKey = ClusterKeys.Instance(network, id);
-        await _gate.WaitAsync(ct).ConfigureAwait(false);
-        try
+        return await WithAddressesAsync<(InstanceClaim, long)>(network, pool4, pool6, reserved, async (a4, a6) =>
         {
-            for (var attempt = 0; attempt < MaxAttempts; attempt++)
+            var claim = new InstanceClaim(id, service, Node, a4.ToString(), a6.ToString(), spec, request) { Mode = mode, Pinned = pinned ? true : null };
+            var outcome = await CreateGuardedAsync(network, instanceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.InstanceClaim), "instance/" + id, a4, a6, ct).ConfigureAwait(false);
+            if (outcome.Created)
             {
-                var blocks4 = await BlocksAsync(network, pool4, reserved, ct).ConfigureAwait(false);
-                var blocks6 = await BlocksAsync(network, pool6, reserved, ct).ConfigureAwait(false);
-                var a4 = await blocks4.NextAsync(this, ct).ConfigureAwait(false);
-                var a6 = await blocks6.NextAsync(this, ct).ConfigureAwait(false);
-                var claim = new InstanceClaim(id, service, Node, a4.ToString(), a6.ToString(), spec, request) { Mode = mode, Pinned = pinned ? true : null };
-                var outcome = await CreateGuardedAsync(network, instanceKey, JsonSerializer.Serialize(claim, ClusterJson.Default.InstanceClaim), "instance/" + id, a4, a6, ct).ConfigureAwait(false);
-                if (outcome.Created)
-                {
-                    blocks4.MarkUsed(a4);
-                    blocks6.MarkUsed(a6);
-                    return (claim, outcome.Revision);
-                }
-                if (outcome.Existing is not null)
-                {
-                    var stored = ClusterJson.TryParse(outcome.Existing, ClusterJson.Default.InstanceClaim);
-                    return stored?.Request == request
-                        ? (stored, outcome.Revision)
-                        : throw new RelayException(ErrorCode.Duplicate, "instances.id", $"instance {id} already exists in network {network}");
-                }
-                // An address of our own block was taken: what this node knew was stale (another
-                // daemon of the same node name, or a record written by hand). Learn again.
-                _blocks.Remove((network, AddressFamily.InterNetwork));
-                _blocks.Remove((network, AddressFamily.InterNetworkV6));
+                return (Value: (claim, outcome.Revision), Used: true);
             }
-            throw new RelayException(ErrorCode.Conflict, "instances", $"could not allocate addresses for instance {id} after {MaxAttempts} attempts; retry");
-        }
-        finally
-        {
-            _gate.Release();
-        }
+            if (outcome.Existing is null)
+            {
+                return null; // an address was taken
+            }
+            var stored = ClusterJson.TryParse(outcome.Existing, ClusterJson.Default.InstanceClaim);
+            return stored?.Request == request
+                ? (Value: (stored, outcome.Revision), Used: false)
+                : throw new RelayException(ErrorCode.Duplicate, "instances.id", $"instance {id} already exists in network {network}");
+        }, $"could not allocate addresses for instance {id} after {MaxAttempts} attempts; retry", ct).ConfigureAwait(false);
     }
 
     /// <summary>The blocks of <paramref name="network"/>'s <paramref name="pool"/> this node holds (read once, then kept).</summary>

@@ -275,7 +275,7 @@ public sealed class EtcdConnection : IDisposable
         }
         throw failures.Count == 0
             ? Unavailable("no member answered", last)
-            : new RelayException(ErrorCode.Unavailable, "cluster", "cluster store unavailable: no member answered (" + string.Join("; ", failures) + ")", last);
+            : Unavailable("no member answered (" + string.Join("; ", failures) + ")", last, withEndpoints: false);
     }
 
     /// <summary>What a member's failure was, in words: gRPC leaves the detail empty for a deadline.</summary>
@@ -294,8 +294,9 @@ public sealed class EtcdConnection : IDisposable
     private static bool IsMemberFailure(RpcException e) => e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown
         || e.Status.Detail.Contains("no leader", StringComparison.OrdinalIgnoreCase);
 
-    private RelayException Unavailable(string detail, Exception? inner)
-        => new(ErrorCode.Unavailable, "cluster", $"cluster store unavailable: {detail} (etcd {string.Join(",", Endpoints)})", inner);
+    /// <summary>The error of a store that cannot be reached; the endpoints are named unless <paramref name="detail"/> names each already.</summary>
+    private RelayException Unavailable(string detail, Exception? inner, bool withEndpoints = true)
+        => new(ErrorCode.Unavailable, "cluster", $"cluster store unavailable: {detail}" + (withEndpoints ? $" (etcd {string.Join(",", Endpoints)})" : ""), inner);
 
     /// <summary>The error a cluster operation reports when etcd does not answer (also for watches).</summary>
     internal RelayException UnavailableError(string detail, Exception? inner = null) => Unavailable(detail, inner);

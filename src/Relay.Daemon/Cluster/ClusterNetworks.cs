@@ -173,7 +173,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     {
         foreach (var part in parts)
         {
-            if (part.Reconciler.State is not { } state || state.Instances.Values.All(i => state.Nodes.ContainsKey(i.Node)))
+            if (part.Reconciler.State is not { } state)
             {
                 continue;
             }
