@@ -359,7 +359,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             : throw new RelayException(ErrorCode.NotFound, "instance", $"no instance '{instance}' in network '{network}'");
     }
 
-    /// <summary>An instance as the API shows it; its command's pid only where it runs (<paramref name="part"/> is this node's).</summary>
+    /// <summary>An instance as the API shows it; its command's pid and restarts only where it runs (<paramref name="part"/> is this node's).</summary>
     private static InstanceInfo Info(string network, InstanceEntry i, NodeView view, NodeNetwork? part)
         => new(i.Name, i.Service, NetworkNames.Instance(network, i.Name, i.Node), Projection.HostInterface(i), i.Address4, i.Address6,
             i.Mode switch { InstanceMode.Standby => InstanceState.Standby, InstanceMode.Draining => InstanceState.Draining, _ => InstanceState.Active },
@@ -368,6 +368,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             Node = i.Node,
             Pinned = i.Pinned,
             Restart = i.Restart ?? Relay.Engine.Health.RestartPolicies.OnFailure,
+            Restarts = i.Node == view.Node ? part?.Restarts(i.Name) ?? 0 : 0, // counted by the node that restarts it
             InBalancer = view.Balancers.TryGetValue(i.Service, out var b) && b.Any(x => x.Name == i.Name),
             DrainUntil = i.DrainUntil,
         };

@@ -108,7 +108,7 @@ public sealed partial class NodeNetwork
                 if (instance.Command is { IsDefaultOrEmpty: false } command && pids.TryGetValue(instance.Name, out var p)
                     && InstanceProcess.Adopt(wiring.Namespace, command, LogFile(instance), p.Pid, p.StartTime) is { } process)
                 {
-                    _processes[instance.Name] = process;
+                    Supervise(instance.Name, process);
                     processes.Add(instance.Name);
                 }
             }

@@ -291,10 +291,7 @@ public sealed partial class NodeNetwork : IDisposable
             }
             if (instance.Command is { IsDefaultOrEmpty: false } command)
             {
-                var log = LogFile(instance);
-                Directory.CreateDirectory(Path.GetDirectoryName(log)!);
-                _processes[instance.Name] = InstanceProcess.Start(wiring.Namespace, command, log,
-                    new Dictionary<string, string> { ["RELAY_INSTANCE"] = instance.Name, ["RELAY_SERVICE"] = instance.Service, ["RELAY_NODE"] = Node });
+                StartProcess(instance, command);
             }
         }
         catch
@@ -310,6 +307,7 @@ public sealed partial class NodeNetwork : IDisposable
         {
             process.Dispose();
         }
+        ForgetProcess(instance.Name);
         DeleteNamespace(instance);
         _wired.Remove(instance.Name);
     }
@@ -328,6 +326,7 @@ public sealed partial class NodeNetwork : IDisposable
     {
         _wired.Remove(instance.Name);
         _processes.Remove(instance.Name, out var process);
+        ForgetProcess(instance.Name);
         // Waiters wait for 'done', set before the record is rewritten under the gate they may hold.
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_removals)

@@ -206,6 +206,63 @@ public sealed partial class NodeNetworkTests(LabFixture lab, Xunit.Abstractions.
         Assert.DoesNotContain(Netns.List(), ns => ns.StartsWith("relay-" + network, StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task ACommandThatExits_IsRestartedOnItsNode_AsItsRestartPolicySays()
+    {
+        var network = "t" + Guid.NewGuid().ToString("N")[..6];
+        var dir = Path.Combine(Path.GetTempPath(), "relay-test-nodes", network);
+        var host = lab.Lab.Hosts[0];
+        var node = NodeNetwork.Open(Options(network, host.Name, dir), IPAddress.Parse(host.Underlay4), host.Namespace);
+        try
+        {
+            ImmutableArray<string> sleep = ["sleep", "600"];
+            var state = Base(network, [host]) with
+            {
+                Revision = 1,
+                Services = Map(Svc("a.com")),
+                Instances = Map(
+                    Inst("a-1", "a.com", host.Name, 2) with { Command = sleep },                           // on-failure (the default)
+                    Inst("a-2", "a.com", host.Name, 3) with { Command = sleep, Restart = "never" },
+                    Inst("a-3", "a.com", host.Name, 4) with { Command = ["sh", "-c", "sleep 0.3; exit 0"], Restart = "always" },
+                    Inst("a-4", "a.com", host.Name, 5) with { Command = ["sh", "-c", "exit 0"] }),         // on-failure, exits cleanly
+            };
+            node.Reconcile(state);
+            var first1 = node.ProcessId("a-1")!.Value;
+            var first2 = node.ProcessId("a-2")!.Value;
+            Sh.Run("kill", "-9", first1.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            Sh.Run("kill", "-9", first2.ToString(System.Globalization.CultureInfo.InvariantCulture));
+
+            // Killed, on-failure: a new pid after the back-off's first second, in the instance's namespace.
+            await WaitUntil(() => node.ProcessId("a-1") is { } p && p != first1, TimeSpan.FromSeconds(5));
+            Assert.Equal(1, node.Restarts("a-1"));
+            Assert.Contains(node.ProcessId("a-1")!.Value, Netns.Pids(node.InstanceNamespace("a-1")));
+            // 'always' restarts a command that exits 0, again and again (1 s, then 2 s of back-off).
+            await WaitUntil(() => node.Restarts("a-3") >= 2, TimeSpan.FromSeconds(8));
+
+            // 'never' stays down, and so does an on-failure command that exited 0; their instances stay wired.
+            Assert.Null(node.ProcessId("a-2"));
+            Assert.Equal(0, node.Restarts("a-2"));
+            Assert.Null(node.ProcessId("a-4"));
+            Assert.Equal(0, node.Restarts("a-4"));
+            Assert.True(Netns.Exists(node.InstanceNamespace("a-2")));
+
+            // A draining instance's command is not restarted.
+            state = state with { Revision = 2, Instances = state.Instances.SetItem("a-1", state.Instances["a-1"] with { Mode = InstanceMode.Draining }) };
+            node.Reconcile(state);
+            var second = node.ProcessId("a-1")!.Value;
+            Sh.Run("kill", "-9", second.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            await Task.Delay(TimeSpan.FromSeconds(2.5));
+            Assert.Null(node.ProcessId("a-1"));
+            Assert.Equal(1, node.Restarts("a-1"));
+        }
+        finally
+        {
+            node.Remove();
+            Directory.Delete(dir, recursive: true);
+        }
+        Assert.DoesNotContain(Netns.List(), ns => ns.StartsWith("relay-" + network, StringComparison.Ordinal));
+    }
+
     private static async Task WaitUntil(Func<bool> done, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
