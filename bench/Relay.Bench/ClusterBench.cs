@@ -24,6 +24,9 @@ internal sealed record ClusterBenchResult(
 {
     /// <summary>Re-points through a lab daemon's API until every node applied them (null: not run).</summary>
     public ConvergenceResult? Convergence { get; init; }
+
+    /// <summary>The data path across hosts: VXLAN cost, cross-host migration, fail-over (null: not run).</summary>
+    public ClusterDataPathResult? DataPath { get; init; }
 }
 
 internal static class ClusterBench
@@ -80,7 +83,9 @@ internal static class ClusterBench
             LabCluster.Down(lab);
             lab = null;
             progress("  convergence: relay daemons on a fresh 3-host lab");
-            return result with { Convergence = ClusterConvergence.Run(smoke ? 10 : quick ? 1000 : 10_000, smoke ? 3 : 100, progress) };
+            result = result with { Convergence = ClusterConvergence.Run(smoke ? 10 : quick ? 1000 : 10_000, smoke ? 3 : 100, progress) };
+            progress("  data path across hosts: relay daemons on a fresh 3-host lab");
+            return result with { DataPath = ClusterDataPath.Run(smoke, quick, progress) };
         }
         finally
         {
@@ -158,7 +163,7 @@ internal static class ClusterBench
         }
     }
 
-    public static void Render(StringBuilder sb, ClusterBenchResult r)
+    public static void Render(StringBuilder sb, ClusterBenchResult r, MigrationBenchResult singleHost)
     {
         var inv = CultureInfo.InvariantCulture;
         sb.AppendLine("## Cluster store (etcd, 3 members on lab hosts)");
@@ -188,5 +193,9 @@ internal static class ClusterBench
         }
         sb.AppendLine(string.Create(inv, $"Node loss: a node that stops renewing its lease (TTL {r.LeaseTtlSeconds:0} s) is gone from the store {string.Join(", ", r.NodeGoneAfterLastRenewalMs.Select(m => (m / 1000).ToString("0.00", inv) + " s"))} after its last renewal (etcd checks expiry every 500 ms; goal for fail-over: within TTL + 1 s = {r.LeaseTtlSeconds + 1:0} s, against Kubernetes' 50 s to call a node NotReady)."));
         sb.AppendLine();
+        if (r.DataPath is { } d)
+        {
+            ClusterDataPath.Render(sb, d, singleHost);
+        }
     }
 }

@@ -110,7 +110,7 @@ internal static class ClusterConvergence
         throw new TimeoutException($"the lab's nodes did not apply revision {revision} within 5 minutes");
     }
 
-    private static JsonElement Post(HttpClient api, string path, object body)
+    internal static JsonElement Post(HttpClient api, string path, object body)
     {
         using var response = api.PostAsJsonAsync(path, body, Json).GetAwaiter().GetResult();
         var text = response.Content.ReadAsStringAsync().GetAwaiter().GetResult();
@@ -122,7 +122,7 @@ internal static class ClusterConvergence
         return doc.RootElement.Clone();
     }
 
-    private static HttpClient Client(string socket)
+    internal static HttpClient Client(string socket)
         => new(new SocketsHttpHandler
         {
             ConnectCallback = async (_, ct) =>
@@ -135,7 +135,7 @@ internal static class ClusterConvergence
         { BaseAddress = new Uri("http://relay/"), Timeout = TimeSpan.FromSeconds(60) };
 
     /// <summary>The relay binary built next to this benchmark (same configuration).</summary>
-    private static string RelayBinary()
+    internal static string RelayBinary()
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Relay.slnx")))

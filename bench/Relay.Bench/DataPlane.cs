@@ -541,7 +541,7 @@ internal static class DataPlane
     /// path, without the wakeups of whatever runs in user space (Relay's conntrack-event reader
     /// shares this process).
     /// </summary>
-    private sealed unsafe class Pinger : IDisposable
+    internal sealed unsafe class Pinger : IDisposable
     {
         private const int SolSocket = 1;
         private const int SoTimestampNs = 35;
@@ -705,7 +705,7 @@ internal static class DataPlane
     }
 
     /// <summary>One iperf3 TCP test from <paramref name="netns"/>; the receiver's rate in Gbit/s. Retries while the server starts.</summary>
-    private static double Iperf(string netns, IPAddress to, int seconds, int streams)
+    internal static double Iperf(string netns, IPAddress to, int seconds, int streams)
     {
         var inv = CultureInfo.InvariantCulture;
         string? error = null;

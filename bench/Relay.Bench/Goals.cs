@@ -79,6 +79,28 @@ internal static class Goals
             string.Join("; ", r.Maglev.Select(g => string.Create(inv, $"N = {g.N}: {g.MaxLoadOverMean:F4}")))));
         goals.Add(new("maglev", "removing one instance remaps at most 1.3 / N", Status(r.Maglev.All(g => g.RemoveOneRemapped <= 1.3 / g.N)),
             string.Join("; ", r.Maglev.Select(g => string.Create(inv, $"N = {g.N}: {g.RemoveOneRemapped * 100:F2}% (limit {130.0 / g.N:F2}%)")))));
+        if (r.Cluster is { } c)
+        {
+            if (c.Convergence is { } conv)
+            {
+                var ratio = conv.Call.P50Ms / c.WriteSeenByWatcher.P50Ms;
+                goals.Add(new("cluster", "convergence with 10,000 services, 3 nodes: p50 under 10 ms, p99 under 50 ms, within 3 x the etcd write -> watch floor",
+                    conv.Services < GoalN ? "not measured" : Status(conv.Call.P50Ms < 10 && conv.Call.P99Ms < 50 && ratio <= 3),
+                    string.Create(inv, $"{conv.Services:N0} services: p50 {conv.Call.P50Ms:F1} ms, p99 {conv.Call.P99Ms:F1} ms; floor p50 {c.WriteSeenByWatcher.P50Ms:F2} ms ({ratio:F1} x)")));
+            }
+            if (c.DataPath is { } dp2)
+            {
+                var bound = (dp2.LeaseTtlSeconds + 1) * 1000;
+                var worst = dp2.Failover.Count == 0 ? double.NaN : dp2.Failover.Max(f => f.SilenceMs);
+                goals.Add(new("cluster", "fail-over after a node loss within the lease TTL + 1 s",
+                    double.IsNaN(worst) ? "not measured" : Status(worst <= bound),
+                    string.Create(inv, $"silences {string.Join(", ", dp2.Failover.Select(f => f.SilenceMs.ToString("F0", inv) + " ms" + (f.MemberLed ? " (its member led)" : "")))}; bound {bound:F0} ms")));
+                var mm = dp2.Migration;
+                goals.Add(new("cluster", "cross-host migration under ping -f and a fixed-port UDP stream: 0 lost, nothing at the old instance after the call returned",
+                    Status(mm.PingLost == 0 && mm.UdpNeverReceived == 0 && mm.UdpAtOldAfterReturn == 0),
+                    string.Create(inv, $"{mm.Migrations} migrations: {mm.PingLost} of {mm.PingSent:N0} pings lost, {mm.UdpNeverReceived} of {mm.UdpSent:N0} datagrams never received, {mm.UdpAtOldAfterReturn} at the old instance after the call; switch p50 {mm.SwitchMs.P50Ms:F1} ms (one host in process: {r.Migration.SwitchP50Us / 1000:F2} ms)")));
+            }
+        }
         return goals;
     }
 

@@ -11,10 +11,11 @@ var smokeOption = new Option<bool>("--smoke") { Description = "The smallest run,
 var jsonOption = new Option<string>("--json") { Description = "Where to write the results.", DefaultValueFactory = _ => "bench/results.json" };
 var reportOption = new Option<string?>("--report") { Description = "Where to write the Markdown report (default docs/benchmarks.md; none in smoke mode)." };
 var convergenceOption = new Option<int?>("--convergence") { Description = "Run only the cluster convergence experiment with this many services (20 re-points) and print its result as JSON; writes no report." };
+var dataPathOption = new Option<bool>("--cluster-data-path") { Description = "Run only the cluster data-path experiment (VXLAN cost, cross-host migration, fail-over; reduced with --quick or --smoke) and print its result as JSON; writes no report." };
 var renderOption = new Option<string?>("--render") { Description = "Measure nothing: write the report (and its charts) from this results file of an earlier run." };
 var root = new RootCommand("Relay's benchmarks. Each experiment sets up its own namespaces, measures, and cleans up.")
 {
-    quickOption, smokeOption, jsonOption, reportOption, renderOption, convergenceOption,
+    quickOption, smokeOption, jsonOption, reportOption, renderOption, convergenceOption, dataPathOption,
 };
 root.SetAction(parse =>
 {
@@ -41,6 +42,12 @@ root.SetAction(parse =>
     }
     var quick = parse.GetValue(quickOption);
     var smoke = parse.GetValue(smokeOption);
+    if (parse.GetValue(dataPathOption))
+    {
+        var path = ClusterDataPath.Run(smoke, quick, s => Console.Error.WriteLine(s));
+        Console.WriteLine(JsonSerializer.Serialize(path, BenchJson.Options));
+        return 0;
+    }
     var mode = smoke ? "smoke" : quick ? "quick" : "full";
     var report = parse.GetValue(reportOption) ?? (smoke ? null : "docs/benchmarks.md");
     void Progress(string s) => Console.Error.WriteLine(s);

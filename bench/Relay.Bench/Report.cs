@@ -29,7 +29,7 @@ internal static class Report
         MaglevBench.Render(sb, r.Maglev, charts);
         if (r.Cluster is not null)
         {
-            ClusterBench.Render(sb, r.Cluster);
+            ClusterBench.Render(sb, r.Cluster, r.Migration);
         }
         return sb.ToString();
     }

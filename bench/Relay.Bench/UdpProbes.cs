@@ -201,6 +201,7 @@ internal sealed unsafe class UdpArrivalRecorder : IDisposable
     private long[] _seq = new long[4096];
     private long[] _ts = new long[4096];
     private int _count;
+    private readonly object _grow = new();
     private volatile bool _stop;
     private bool _disposed;
 
@@ -313,12 +314,24 @@ internal sealed unsafe class UdpArrivalRecorder : IDisposable
         }
     }
 
+    /// <summary>While it runs: a copy of the sequence numbers recorded so far.</summary>
+    public long[] Snapshot()
+    {
+        lock (_grow)
+        {
+            return _seq.AsSpan(0, Volatile.Read(ref _count)).ToArray();
+        }
+    }
+
     private void Record(int n)
     {
         if (_count + n > _seq.Length)
         {
-            Array.Resize(ref _seq, _seq.Length * 2);
-            Array.Resize(ref _ts, _ts.Length * 2);
+            lock (_grow)
+            {
+                Array.Resize(ref _seq, Math.Max(_seq.Length * 2, _count + n));
+                Array.Resize(ref _ts, _seq.Length);
+            }
         }
         for (var i = 0; i < n; i++)
         {
@@ -352,7 +365,7 @@ internal sealed unsafe class UdpArrivalRecorder : IDisposable
             }
             _seq[_count] = *(long*)(_buffers + (i * BufferSize));
             _ts[_count] = ts;
-            _count++;
+            Volatile.Write(ref _count, _count + 1);
         }
     }
 
