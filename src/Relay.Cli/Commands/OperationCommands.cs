@@ -276,25 +276,52 @@ internal static class OperationCommands
         var etcd = new Option<string?>("--etcd") { Description = "Join a cluster: its etcd endpoints, comma-separated (http://ADDRESS:PORT, the local member first). Without it: a single host." };
         var underlay = new Option<string?>("--underlay") { Description = "The address other nodes reach this one at (VXLAN's outer address)." };
         var ttl = new Option<string>("--lease-ttl") { Description = "The node lease's TTL: how soon the cluster notices this node is gone.", DefaultValueFactory = _ => "3s" };
+        var config = new Option<FileInfo?>("--config") { Description = "A YAML file with the daemon's settings (node, etcd, underlay, leaseTtl, socket, stateDir, recordDir); a flag given on the command line wins over it." };
         var cmd = new Command("daemon", "Run the relay daemon in the foreground: the API on a unix socket (root only), the store, health checks, supervision. SIGTERM stops it and leaves the networks running; the next start adopts them. With --etcd it joins a cluster as node --node.")
         {
-            state, records, node, etcd, underlay, ttl,
+            state, records, node, etcd, underlay, ttl, config,
         };
+        cmd.WithExamples(
+            "relay daemon --node host1 --etcd http://10.0.0.1:2379,http://10.0.0.2:2379 --underlay 10.0.0.1",
+            "relay daemon --config /etc/relay/daemon.yaml");
         cmd.SetAction((p, ct) => Guard(async () =>
         {
             RequireRoot();
-            if (!Relay.Core.Model.Duration.TryParse(p.GetValue(ttl), out var leaseTtl, out var reason))
+            var file = new DaemonConfigFile();
+            if (p.GetValue(config) is { } path)
             {
-                throw new Relay.Core.Errors.RelayException(Relay.Core.Errors.ErrorCode.Invalid, "--lease-ttl", reason);
+                if (!path.Exists)
+                {
+                    throw new CliException($"no file {path.FullName} (--config)");
+                }
+                var (read, problems) = DaemonConfigFile.Parse(await File.ReadAllTextAsync(path.FullName, ct).ConfigureAwait(false));
+                if (problems.Count > 0)
+                {
+                    foreach (var e in problems)
+                    {
+                        await Console.Error.WriteLineAsync($"{path.Name}:{e}").ConfigureAwait(false);
+                    }
+                    throw new CliException($"{problems.Count} error{(problems.Count == 1 ? "" : "s")} in {path.Name}; the daemon did not start");
+                }
+                file = read;
+            }
+            // A flag given on the command line wins; then the file; then the flag's default.
+            T Pick<T>(Option<T> option, T? fromFile) => p.GetResult(option) is { Implicit: false } || fromFile is null ? p.GetValue(option)! : fromFile;
+            var leaseText = Pick(ttl, file.LeaseTtl);
+            if (!Relay.Core.Model.Duration.TryParse(leaseText, out var leaseTtl, out var reason))
+            {
+                throw new Relay.Core.Errors.RelayException(Relay.Core.Errors.ErrorCode.Invalid, file.LeaseTtl == leaseText ? "leaseTtl" : "--lease-ttl", reason);
             }
             var options = new DaemonOptions
             {
-                Socket = p.GetValue(Socket)!,
-                StateDirectory = p.GetValue(state)!,
-                RecordDirectory = p.GetValue(records)!,
-                Node = p.GetValue(node),
-                Etcd = (p.GetValue(etcd) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-                Underlay = p.GetValue(underlay),
+                Socket = Pick(Socket, file.Socket),
+                StateDirectory = Pick(state, file.StateDir),
+                RecordDirectory = Pick(records, file.RecordDir),
+                Node = p.GetResult(node) is { Implicit: false } ? p.GetValue(node) : file.Node,
+                Etcd = p.GetResult(etcd) is { Implicit: false }
+                    ? (p.GetValue(etcd) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                    : [.. file.Etcd ?? []],
+                Underlay = p.GetResult(underlay) is { Implicit: false } ? p.GetValue(underlay) : file.Underlay,
                 LeaseTtl = leaseTtl,
             };
             return await DaemonHost.RunAsync(options, p.GetValue(verbose) ? LogLevel.Debug : LogLevel.Information, ct).ConfigureAwait(false);

@@ -230,6 +230,43 @@ public sealed class ClusterDaemonTests(ITestOutputHelper output)
         Assert.False(File.Exists(socket));
     }
 
+    [Fact]
+    public void Daemon_WithAConfigFile_ReportsItsMistakesWithLines_AndItsValuesAreCheckedAsFlagsAre()
+    {
+        var name = LabFixture.UniqueName();
+        var socket = Path.Combine(Path.GetTempPath(), name + ".sock");
+        var file = Path.Combine(Path.GetTempPath(), name + ".yaml");
+        try
+        {
+            // The file's shape: every mistake, with its line, and nothing starts.
+            File.WriteAllText(file, $"socket: {socket}\nnod: host1\netcd: [http://198.18.0.1:2379, [x]]\n");
+            var r = Sh.Run(DaemonBed.Binary, "daemon", "--config", file);
+            Assert.Equal(1, r.ExitCode);
+            Assert.Contains($"{name}.yaml:2:1: nod: unknown setting (did you mean 'node'?)", r.Stderr);
+            Assert.Contains($"{name}.yaml:3:", r.Stderr);
+            Assert.Contains("2 errors", r.Stderr);
+            Assert.DoesNotContain("   at ", r.Stderr);
+
+            // Its values go through the daemon's own checks; a flag wins over the file.
+            File.WriteAllText(file, $"socket: {socket}\netcd: etcd.example:2379\nunderlay: not-an-address\nleaseTtl: 0s\n");
+            r = Sh.Run(DaemonBed.Binary, "daemon", "--config", file, "--lease-ttl", "3s");
+            Assert.Equal(1, r.ExitCode);
+            Assert.Contains("--etcd[0]", r.Stderr);
+            Assert.Contains("--node", r.Stderr);
+            Assert.Contains("--underlay", r.Stderr);
+            Assert.DoesNotContain("lease", r.Stderr, StringComparison.OrdinalIgnoreCase);
+            Assert.False(File.Exists(socket));
+
+            r = Sh.Run(DaemonBed.Binary, "daemon", "--config", file + ".missing");
+            Assert.Equal(1, r.ExitCode);
+            Assert.Contains("no file", r.Stderr);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
     internal static List<JsonElement> Instances(LabRecord lab, int host)
     {
         using var doc = JsonDocument.Parse(Ok(lab, host, "instance", "ls", "-o", "json"));

@@ -1,0 +1,162 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Relay.Cluster.Lab;
+using Relay.Engine.Probes;
+using Relay.Integration.Tests.Daemon;
+using Relay.Integration.Tests.Support;
+using Relay.Linux.Namespaces;
+using Xunit.Abstractions;
+using static Relay.Integration.Tests.Cluster.ClusterDaemonTests;
+
+namespace Relay.Integration.Tests.Cluster;
+
+/// <summary>
+/// Migrations across hosts under load, through the daemons' CLI: b.com moves twenty times between
+/// fresh instances on hosts 2 and 3 while a client on host 1 floods it with <c>ping -f</c>, and
+/// clients on host 1 and host 3 each send a fixed-source-port UDP stream to it. Host 3's client
+/// reaches b.com's instance over its own veth half of the time and over VXLAN the other half.
+/// </summary>
+[Collection(HostStateCollection.Name)]
+public sealed partial class ClusterMigrationTests(ITestOutputHelper output)
+{
+    private const int Moves = 20;
+
+    [Fact]
+    public async Task TwentyCrossHostMigrations_UnderPingFlood_NothingLost_FixedPortUdpFollows_NothingReachesTheOldInstanceAfterTheCall()
+    {
+        var lab = await LabCluster.UpAsync(new LabOptions
+        {
+            Name = LabFixture.UniqueName(), Hosts = 3, Root = LabFixture.Root, HeartbeatMs = 50, ElectionMs = 500,
+            RelayBinary = DaemonBed.Binary, LeaseTtl = TimeSpan.FromSeconds(2),
+        });
+        var h = lab.Hosts.Select(x => x.Name).ToArray();
+        var sinks = new List<(string Instance, UdpSink One, UdpSink Three)>();
+        Process? flood = null;
+        UdpStream? one = null, three = null;
+        try
+        {
+            Ok(lab, 0, "service", "add", "a.com");
+            Ok(lab, 0, "service", "add", "b.com");
+            var clients = new[] { h[0], h[2] }.Select(n => Json(Ok(lab, 0, "instance", "add", "a.com", "--node", n, "-o", "json")).GetProperty("namespace").GetString()!).ToArray();
+            var first = Json(Ok(lab, 0, "instance", "add", "b.com", "--node", h[1], "-o", "json"));
+            sinks.Add(Sinks(first));
+            var vip = IPAddress.Parse(Json(Ok(lab, 0, "service", "ls", "-o", "json")).EnumerateArray().Single(x => x.GetProperty("name").GetString() == "b.com").GetProperty("vip4").GetString()!);
+            Assert.Equal(0, Sh.InNs(clients[0], "ping", "-c", "1", "-W", "2", vip.ToString()).ExitCode);
+
+            flood = Process.Start(new ProcessStartInfo("ip", ["netns", "exec", clients[0], "ping", "-f", "-q", "-n", vip.ToString()]) { RedirectStandardOutput = true })!;
+            var printed = flood.StandardOutput.ReadToEndAsync();
+            one = new UdpStream(clients[0], new IPEndPoint(vip, 9001), 41001, TimeSpan.FromMilliseconds(1));
+            three = new UdpStream(clients[1], new IPEndPoint(vip, 9003), 41003, TimeSpan.FromMilliseconds(1));
+            await Task.Delay(300);
+            Assert.True(sinks[0].One.Count > 0 && sinks[0].Three.Count > 0, "the streams reach the first instance");
+
+            var calls = new List<double>();
+            for (var i = 0; i < Moves; i++)
+            {
+                var (oldName, oldOne, oldThree) = sinks[^1];
+                var fresh = Json(Ok(lab, 0, "instance", "add", "b.com", "--node", h[1 + (i + 1) % 2], "--standby", "-o", "json"));
+                sinks.Add(Sinks(fresh));
+                var to = fresh.GetProperty("name").GetString()!;
+                // Alternately on host 1 and host 3: the call may come from any node.
+                var clock = Stopwatch.StartNew();
+                var migrated = Json(Ok(lab, i % 2 == 0 ? 0 : 2, "migrate", "b.com", "--to", to, "-o", "json"));
+                calls.Add(clock.Elapsed.TotalMilliseconds);
+                var (sentOne, sentThree) = (one.LastSent, three.LastSent);
+                Assert.False(migrated.TryGetProperty("notApplied", out _), migrated.ToString());
+                Assert.Equal(oldName, migrated.GetProperty("from").GetString());
+
+                // The streams follow: datagrams sent after the call reach the new instance, none the old.
+                await Until(() => sinks[^1].One.Sequences.Any(s => s > sentOne) && sinks[^1].Three.Sequences.Any(s => s > sentThree), TimeSpan.FromSeconds(2), $"move {i + 1}: the streams reach {to}");
+                await Task.Delay(50);
+                Assert.DoesNotContain(oldOne.Sequences, s => s > sentOne);
+                Assert.DoesNotContain(oldThree.Sequences, s => s > sentThree);
+            }
+            output.WriteLine($"{Moves} migrations: call p50 {calls.Order().ElementAt(calls.Count / 2):F0} ms, max {calls.Max():F0} ms (the CLI's start included)");
+
+            // Every datagram of both streams reached an instance (the last ones may still be on their way).
+            await Task.Delay(200);
+            var (lastOne, lastThree) = (one.LastSent - 100, three.LastSent - 100);
+            one.Dispose();
+            three.Dispose();
+            (one, three) = (null, null);
+            AssertAllReceived(sinks.Select(s => s.One), lastOne, "host 1's stream");
+            AssertAllReceived(sinks.Select(s => s.Three), lastThree, "host 3's stream");
+
+            // The flood: not one echo request without its reply.
+            Relay.Linux.Processes.Signals.Send(flood.Id, 2);
+            await flood.WaitForExitAsync();
+            var summary = Summary().Match(await printed);
+            Assert.True(summary.Success, await printed);
+            output.WriteLine($"ping -f: {summary.Groups[1].Value} sent, {summary.Groups[2].Value} received");
+            Assert.True(long.Parse(summary.Groups[1].Value) > 1000, "the flood ran");
+            Assert.Equal(summary.Groups[1].Value, summary.Groups[2].Value);
+
+            // The old instances drained (no TCP flows) and went, on both hosts.
+            await Until(() => Instances(lab, 0).Count(x => x.GetProperty("service").GetString() == "b.com") == 1, TimeSpan.FromSeconds(10), "only the last b.com instance left");
+            foreach (var (name, _, _) in sinks.SkipLast(1))
+            {
+                await Until(() => h.All(n => !Netns.Exists($"relay-default@{n}.{name}")), TimeSpan.FromSeconds(10), $"{name}'s namespace removed");
+            }
+        }
+        finally
+        {
+            one?.Dispose();
+            three?.Dispose();
+            if (flood is { HasExited: false })
+            {
+                flood.Kill();
+            }
+            flood?.Dispose();
+            foreach (var (_, a, b) in sinks)
+            {
+                a.Dispose();
+                b.Dispose();
+            }
+            LabCluster.Down(lab, Relay.Engine.NetworkRecord.RemoveAll);
+        }
+    }
+
+    private static (string, UdpSink, UdpSink) Sinks(JsonElement instance)
+    {
+        var ns = instance.GetProperty("namespace").GetString()!;
+        var one = new UdpSink(ns, AddressFamily.InterNetwork, 9001);
+        try
+        {
+            return (instance.GetProperty("name").GetString()!, one, new UdpSink(ns, AddressFamily.InterNetwork, 9003));
+        }
+        catch
+        {
+            one.Dispose();
+            throw;
+        }
+    }
+
+    private static void AssertAllReceived(IEnumerable<UdpSink> sinks, long upTo, string what)
+    {
+        var got = sinks.SelectMany(s => s.Sequences).ToHashSet();
+        var missing = Enumerable.Range(1, (int)upTo).Where(s => !got.Contains(s)).ToArray();
+        Assert.True(missing.Length == 0, $"{what}: {missing.Length} of {upTo} datagrams reached no instance (first: {string.Join(", ", missing.Take(10))})");
+    }
+
+    private static JsonElement Json(string text)
+    {
+        using var doc = JsonDocument.Parse(text);
+        return doc.RootElement.Clone();
+    }
+
+    private static async Task Until(Func<bool> done, TimeSpan timeout, string what)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!done())
+        {
+            Assert.True(clock.Elapsed < timeout, $"not within {timeout.TotalSeconds} s: {what}");
+            await Task.Delay(10);
+        }
+    }
+
+    [GeneratedRegex(@"(\d+) packets transmitted, (\d+) received")]
+    private static partial Regex Summary();
+}
