@@ -40,8 +40,8 @@ public sealed partial class ClusterMigrationTests(ITestOutputHelper output)
         {
             Ok(lab, 0, "service", "add", "a.com");
             Ok(lab, 0, "service", "add", "b.com");
-            var clients = new[] { h[0], h[2] }.Select(n => Json(Ok(lab, 0, "instance", "add", "a.com", "--node", n, "-o", "json")).GetProperty("namespace").GetString()!).ToArray();
-            var first = Json(Ok(lab, 0, "instance", "add", "b.com", "--node", h[1], "-o", "json"));
+            var clients = new[] { h[0], h[2] }.Select(n => Add(lab, "a.com", "--node", n).GetProperty("namespace").GetString()!).ToArray();
+            var first = Add(lab, "b.com", "--node", h[1]);
             sinks.Add(Sinks(first));
             var vip = IPAddress.Parse(Json(Ok(lab, 0, "service", "ls", "-o", "json")).EnumerateArray().Single(x => x.GetProperty("name").GetString() == "b.com").GetProperty("vip4").GetString()!);
             Assert.Equal(0, Sh.InNs(clients[0], "ping", "-c", "1", "-W", "2", vip.ToString()).ExitCode);
@@ -57,7 +57,7 @@ public sealed partial class ClusterMigrationTests(ITestOutputHelper output)
             for (var i = 0; i < Moves; i++)
             {
                 var (oldName, oldOne, oldThree) = sinks[^1];
-                var fresh = Json(Ok(lab, 0, "instance", "add", "b.com", "--node", h[1 + (i + 1) % 2], "--standby", "-o", "json"));
+                var fresh = Add(lab, "b.com", "--node", h[1 + (i + 1) % 2], "--standby");
                 sinks.Add(Sinks(fresh));
                 var to = fresh.GetProperty("name").GetString()!;
                 // Alternately on host 1 and host 3: the call may come from any node.
@@ -117,6 +117,14 @@ public sealed partial class ClusterMigrationTests(ITestOutputHelper output)
             }
             LabCluster.Down(lab, Relay.Engine.NetworkRecord.RemoveAll);
         }
+    }
+
+    /// <summary>Adds an instance through host 1's CLI; the instance as <c>instance ls</c> shows it.</summary>
+    private static JsonElement Add(LabRecord lab, string service, params string[] flags)
+    {
+        var before = Instances(lab, 0).Select(i => i.GetProperty("name").GetString()).ToHashSet();
+        Ok(lab, 0, ["instance", "add", service, .. flags]);
+        return Instances(lab, 0).Single(i => !before.Contains(i.GetProperty("name").GetString()));
     }
 
     private static (string, UdpSink, UdpSink) Sinks(JsonElement instance)
