@@ -248,8 +248,10 @@ internal static class ClusterDataPath
             progress($"  fail-over: {count} node loss(es) under a 1,000/s UDP flow (lease TTL {ttl.TotalSeconds:0} s)");
             for (var run = 0; run < count; run++)
             {
+                // The node whose instance takes the flow now: the one whose count grows.
+                var counts = on.ToDictionary(kv => kv.Key, kv => kv.Value.Count);
                 Thread.Sleep(1000);
-                var victim = on.MaxBy(kv => kv.Value.Count).Key;
+                var victim = on.MaxBy(kv => kv.Value.Count - counts[kv.Key]).Key;
                 var survivor = victim == 1 ? 2 : 1;
                 var survivorBefore = on[survivor].Count;
                 bool led;
