@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Relay.Cli;
+using Relay.Cli.Commands;
 using Relay.Cli.Demo;
 using Relay.Core.Errors;
 
@@ -65,10 +66,12 @@ namespace Relay.Cli
             var file = new Option<string?>("--file", "-f") { Description = "The desired state the demo starts from; it needs services a.com, b.com and c.com. Default: the built-in copy of examples/seed.yaml." };
             var migrations = new Option<int>("--migrations", "-n") { Description = "How many times b.com moves to a fresh instance.", DefaultValueFactory = _ => 20 };
             var pause = new Option<int>("--pause-ms") { Description = "Milliseconds between migrations.", DefaultValueFactory = _ => 100 };
+            var hosts = new Option<int>("--hosts") { Description = "Run the scenario across a lab of this many simulated hosts (at least 3; 'relay lab'), losing one halfway; 1 (the default) is the single-host demo.", DefaultValueFactory = _ => 1 };
             var cmd = new Command("demo", "Run the seed scenario on the real kernel through a relay daemon of its own: a.com pings b.com by name while b.com is migrated again and again; ends with one line of JSON. Exit code 0 only if no ping was lost.")
             {
-                file, migrations, pause,
+                file, migrations, pause, hosts,
             };
+            cmd.WithExamples("relay demo", "relay demo --hosts 3");
             cmd.SetAction((parse, ct) => Commands.CliContext.Guard(async () =>
             {
                 Commands.OperationCommands.RequireRoot();
@@ -81,7 +84,30 @@ namespace Relay.Cli
                 using var interrupted = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 using var sigint = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, c => Interrupt(c, interrupted));
                 using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => Interrupt(c, interrupted));
-                var options = new DemoOptions(parse.GetValue(file), n, TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(pause))));
+                var pauseTime = TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(pause)));
+                if (parse.GetValue(hosts) is var count and not 1)
+                {
+                    var errors = new ErrorCollector();
+                    if (count < 3)
+                    {
+                        errors.Add(ErrorCode.Invalid, "--hosts", $"the cluster demo needs at least 3 hosts, not {count} (leave --hosts out for the single-host demo)");
+                    }
+                    if (count > 9)
+                    {
+                        errors.Add(ErrorCode.Invalid, "--hosts", "at most 9 hosts in the demo's lab");
+                    }
+                    if (parse.GetValue(file) is not null)
+                    {
+                        errors.Add(ErrorCode.Invalid, "--file", "the cluster demo builds its own scenario; --file is for the single-host demo");
+                    }
+                    if (n < 2)
+                    {
+                        errors.Add(ErrorCode.Invalid, "--migrations", "the cluster demo loses a host halfway: at least 2 migrations");
+                    }
+                    errors.ThrowIfAny();
+                    return await new Demo.ClusterDemo(count, n, pauseTime, Console.Out).RunAsync(interrupted.Token).ConfigureAwait(false);
+                }
+                var options = new DemoOptions(parse.GetValue(file), n, pauseTime);
                 return await new SeedDemo(options, Console.Out).RunAsync(interrupted.Token).ConfigureAwait(false);
             }));
             return cmd;
