@@ -109,22 +109,35 @@ public static class Projection
         {
             return [];
         }
-        var result = new List<StaleTranslation>();
-        var vips = after.Dataplane.Services.ToDictionary(s => s.Name, s => ImmutableArray.Create(s.Vip4, s.Vip6), StringComparer.Ordinal);
-        foreach (var s in before.Dataplane.Services)
-        {
-            vips.TryAdd(s.Name, [s.Vip4, s.Vip6]);
-        }
+        // Only services with instances are in a balancer: the few a step touched are found first,
+        // and the services' addresses are looked up for those alone.
+        var gone = new List<(string Service, ImmutableArray<IPAddress> Backends)>();
         foreach (var (service, was) in before.Balancers)
         {
-            var now = after.Balancers.TryGetValue(service, out var n) ? n.Select(i => i.Name).ToHashSet(StringComparer.Ordinal) : [];
-            var gone = was.Where(i => !now.Contains(i.Name)).SelectMany(i => new[] { i.Address4, i.Address6 }).ToImmutableArray();
-            if (gone.Length > 0)
+            if (after.Balancers.TryGetValue(service, out var n) && (n == was || n.SequenceEqual(was)))
             {
-                result.Add(new StaleTranslation(service, vips[service], gone));
+                continue;
+            }
+            var now = n.IsDefault ? [] : n.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+            var left = was.Where(i => !now.Contains(i.Name)).SelectMany(i => new[] { i.Address4, i.Address6 }).ToImmutableArray();
+            if (left.Length > 0)
+            {
+                gone.Add((service, left));
             }
         }
-        return result;
+        if (gone.Count == 0)
+        {
+            return [];
+        }
+        var vips = new Dictionary<string, ImmutableArray<IPAddress>>(StringComparer.Ordinal);
+        foreach (var s in after.Dataplane.Services.Concat(before.Dataplane.Services))
+        {
+            if (gone.Exists(g => g.Service == s.Name))
+            {
+                vips.TryAdd(s.Name, [s.Vip4, s.Vip6]);
+            }
+        }
+        return gone.Select(g => new StaleTranslation(g.Service, vips[g.Service], g.Backends)).ToArray();
     }
 
     private sealed record Projected(ImmutableArray<InstanceEntry> Members, DataplaneService Service, DnsServiceEntry Name);
