@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Relay.Cli;
-using Relay.Cli.Commands;
 using Relay.Cli.Demo;
 using Relay.Core.Errors;
 
@@ -67,11 +66,11 @@ namespace Relay.Cli
             var migrations = new Option<int>("--migrations", "-n") { Description = "How many times b.com moves to a fresh instance.", DefaultValueFactory = _ => 20 };
             var pause = new Option<int>("--pause-ms") { Description = "Milliseconds between migrations.", DefaultValueFactory = _ => 100 };
             var hosts = new Option<int>("--hosts") { Description = "Run the scenario across a lab of this many simulated hosts (at least 3; 'relay lab'), losing one halfway; 1 (the default) is the single-host demo.", DefaultValueFactory = _ => 1 };
-            var cmd = new Command("demo", "Run the seed scenario on the real kernel through a relay daemon of its own: a.com pings b.com by name while b.com is migrated again and again; ends with one line of JSON. Exit code 0 only if no ping was lost.")
+            var cmd = new Command("demo", "Run the seed scenario on the real kernel through a relay daemon of its own: a.com pings b.com by name while b.com is migrated again and again; ends with one line of JSON. Exit code 0 only if no ping was lost. With --hosts 3, the same across a lab of simulated hosts, one of them lost halfway.")
             {
                 file, migrations, pause, hosts,
             };
-            cmd.WithExamples("relay demo", "relay demo --hosts 3");
+
             cmd.SetAction((parse, ct) => Commands.CliContext.Guard(async () =>
             {
                 Commands.OperationCommands.RequireRoot();

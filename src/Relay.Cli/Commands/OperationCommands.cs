@@ -277,13 +277,11 @@ internal static class OperationCommands
         var underlay = new Option<string?>("--underlay") { Description = "The address other nodes reach this one at (VXLAN's outer address)." };
         var ttl = new Option<string>("--lease-ttl") { Description = "The node lease's TTL: how soon the cluster notices this node is gone.", DefaultValueFactory = _ => "3s" };
         var config = new Option<FileInfo?>("--config") { Description = "A YAML file with the daemon's settings (node, etcd, underlay, leaseTtl, socket, stateDir, recordDir); a flag given on the command line wins over it." };
-        var cmd = new Command("daemon", "Run the relay daemon in the foreground: the API on a unix socket (root only), the store, health checks, supervision. SIGTERM stops it and leaves the networks running; the next start adopts them. With --etcd it joins a cluster as node --node.")
+        var cmd = new Command("daemon", "Run the relay daemon in the foreground: the API on a unix socket (root only), the store, health checks, supervision. SIGTERM stops it and leaves the networks running; the next start adopts them. With --etcd it joins a cluster as node --node; --config reads those settings from a YAML file.")
         {
             state, records, node, etcd, underlay, ttl, config,
         };
-        cmd.WithExamples(
-            "relay daemon --node host1 --etcd http://10.0.0.1:2379,http://10.0.0.2:2379 --underlay 10.0.0.1",
-            "relay daemon --config /etc/relay/daemon.yaml");
+
         cmd.SetAction((p, ct) => Guard(async () =>
         {
             RequireRoot();
