@@ -250,7 +250,18 @@ public sealed class ClusterAllocator
             : throw new RelayException(ErrorCode.Conflict, "instance", $"instance {id} changed while it was being drained; retry");
     }
 
-    /// <summary>Removes an instance and its address guards in one transaction; returns the revision, 0 when it did not exist.</summary>
+    /// <summary>
+    /// Writes instance <paramref name="id"/>'s health verdict on <paramref name="lease"/> (its node's):
+    /// <c>healthy</c> or <c>unhealthy</c>; null removes it (not passed yet, or the check stopped).
+    /// </summary>
+    public async Task<long> SetHealthAsync(string network, string id, bool? healthy, long lease, CancellationToken ct = default)
+    {
+        var txn = new TxnRequest();
+        txn.Success.Add(healthy is { } h ? Put(ClusterKeys.Health(network, id), h ? "healthy" : "unhealthy", lease) : Delete(ClusterKeys.Health(network, id)));
+        return (await _etcd.TxnAsync(txn, ct).ConfigureAwait(false)).Header.Revision;
+    }
+
+    /// <summary>Removes an instance, its address guards and its health verdict in one transaction; returns the revision, 0 when it did not exist.</summary>
     public async Task<long> RemoveInstanceAsync(string network, string id, CancellationToken ct = default)
     {
         var kv = await _etcd.GetAsync(ClusterKeys.Instance(network, id), ct).ConfigureAwait(false);
@@ -262,6 +273,7 @@ public sealed class ClusterAllocator
         var txn = new TxnRequest();
         txn.Compare.Add(ModIs(kv));
         txn.Success.Add(Delete(ClusterKeys.Instance(network, id)));
+        txn.Success.Add(Delete(ClusterKeys.Health(network, id)));
         if (claim is not null)
         {
             txn.Success.Add(Delete(ClusterKeys.AddressesPrefix(network) + claim.Address4));

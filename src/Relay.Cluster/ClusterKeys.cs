@@ -44,6 +44,12 @@ public static class ClusterKeys
     /// <summary>One instance: <c>networks/NET/instances/ID</c> (its record names its node).</summary>
     public static string Instance(string network, string instance) => InstancesPrefix(network) + instance;
 
+    /// <summary>Health verdicts of a network's instances.</summary>
+    public static string HealthPrefix(string network) => Network(network) + "health/";
+
+    /// <summary>One instance's health verdict: <c>networks/NET/health/ID</c>, <c>healthy</c> or <c>unhealthy</c> (text), on its node's lease.</summary>
+    public static string Health(string network, string instance) => HealthPrefix(network) + instance;
+
     /// <summary>Address guards of a network: one key per address in use, so that a transaction can require its absence.</summary>
     public static string AddressesPrefix(string network) => Network(network) + "addresses/";
 

@@ -28,6 +28,7 @@ public static class ClusterState
         var instancePrefix = ClusterKeys.InstancesPrefix(network);
         var block4 = ClusterKeys.BlocksPrefix(network, AddressFamily.InterNetwork);
         var block6 = ClusterKeys.BlocksPrefix(network, AddressFamily.InterNetworkV6);
+        var healthPrefix = ClusterKeys.HealthPrefix(network);
         foreach (var (key, value) in keys)
         {
             if (key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal))
@@ -46,7 +47,7 @@ public static class ClusterState
             }
             else if (key.StartsWith(instancePrefix, StringComparison.Ordinal))
             {
-                if (ClusterJson.TryParse(value, ClusterJson.Default.InstanceClaim) is { } i && Instance(i) is { } entry)
+                if (ClusterJson.TryParse(value, ClusterJson.Default.InstanceClaim) is { } i && Instance(i, Verdict(keys, healthPrefix + i.Id)) is { } entry)
                 {
                     instances[entry.Name] = entry;
                 }
@@ -79,9 +80,20 @@ public static class ClusterState
         var instancePrefix = ClusterKeys.InstancesPrefix(network);
         var block4 = ClusterKeys.BlocksPrefix(network, AddressFamily.InterNetwork);
         var block6 = ClusterKeys.BlocksPrefix(network, AddressFamily.InterNetworkV6);
+        var healthPrefix = ClusterKeys.HealthPrefix(network);
         foreach (var key in changed)
         {
             keys.TryGetValue(key, out var value);
+            if (key.StartsWith(healthPrefix, StringComparison.Ordinal))
+            {
+                // A verdict changes its instance only (the instance's own record may come in the same step: read below from it).
+                var id = ClusterKeys.Leaf(key);
+                if (instances.TryGetValue(id, out var had) && had.Health != InstanceHealth.None)
+                {
+                    instances[id] = had with { Health = Verdict(keys, key) };
+                }
+                continue;
+            }
             if (key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal))
             {
                 nodes.Remove(ClusterKeys.Leaf(key));
@@ -101,7 +113,7 @@ public static class ClusterState
             else if (key.StartsWith(instancePrefix, StringComparison.Ordinal))
             {
                 instances.Remove(ClusterKeys.Leaf(key));
-                if (value is not null && ClusterJson.TryParse(value, ClusterJson.Default.InstanceClaim) is { } i && Instance(i) is { } entry)
+                if (value is not null && ClusterJson.TryParse(value, ClusterJson.Default.InstanceClaim) is { } i && Instance(i, Verdict(keys, healthPrefix + i.Id)) is { } entry)
                 {
                     instances[entry.Name] = entry;
                 }
@@ -172,7 +184,11 @@ public static class ClusterState
         return new ServiceEntry(s.Name, v4, v6, policy, ports.ToImmutable(), s.Slots is null ? [] : [.. s.Slots]);
     }
 
-    private static InstanceEntry? Instance(InstanceClaim i)
+    /// <summary>The verdict stored at <paramref name="key"/>: healthy, unhealthy, or (absent) not passed yet.</summary>
+    private static InstanceHealth Verdict(IReadOnlyDictionary<string, string> keys, string key)
+        => keys.TryGetValue(key, out var v) ? v switch { "healthy" => InstanceHealth.Healthy, "unhealthy" => InstanceHealth.Unhealthy, _ => InstanceHealth.Starting } : InstanceHealth.Starting;
+
+    private static InstanceEntry? Instance(InstanceClaim i, InstanceHealth verdict)
     {
         if (!IPAddress.TryParse(i.Address4, out var a4) || !IPAddress.TryParse(i.Address6, out var a6))
         {
@@ -193,6 +209,11 @@ public static class ClusterState
             ? array.Select(x => x!.GetValue<string>()).ToImmutableArray()
             : (ImmutableArray<string>?)null;
         var restart = i.Spec?["restart"] is JsonValue r && r.TryGetValue<string>(out var policy) ? policy : null;
-        return new InstanceEntry(i.Id, i.Service, i.Node, a4, a6, mode.Value) { Command = command, DrainUntil = i.DrainUntil, Restart = restart, Pinned = i.Pinned == true };
+        var check = i.Spec?["health"] as JsonObject;
+        return new InstanceEntry(i.Id, i.Service, i.Node, a4, a6, mode.Value)
+        {
+            Command = command, DrainUntil = i.DrainUntil, Restart = restart, Pinned = i.Pinned == true,
+            Health = check is null ? InstanceHealth.None : verdict, HealthSpec = check?.ToJsonString(),
+        };
     }
 }

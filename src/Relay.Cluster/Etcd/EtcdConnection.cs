@@ -289,9 +289,11 @@ public sealed class EtcdConnection : IDisposable
 
     /// <summary>
     /// Failures of one member, or of the quorum behind it, after which another member may succeed:
-    /// not a refused request (those are answers and are returned as they are).
+    /// not a refused request (those are answers and are returned as they are). A call cancelled
+    /// that the caller did not cancel is one whose connection died under it (seen when a member
+    /// is killed mid-call: Grpc.Net.Client reports the reset stream as Cancelled).
     /// </summary>
-    private static bool IsMemberFailure(RpcException e) => e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown
+    private static bool IsMemberFailure(RpcException e) => e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded or StatusCode.Internal or StatusCode.Unknown or StatusCode.Cancelled
         || e.Status.Detail.Contains("no leader", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>The error of a store that cannot be reached; the endpoints are named unless <paramref name="detail"/> names each already.</summary>

@@ -51,6 +51,31 @@ public sealed record InstanceEntry(string Name, string Service, string Node, IPA
 
     /// <summary>Placed on its node by the user (<c>--node</c>): it stays there, also when that node is lost.</summary>
     public bool Pinned { get; init; }
+
+    /// <summary>
+    /// Its health check's verdict as its node last wrote it: <see cref="InstanceHealth.Starting"/>
+    /// until the check passed, then healthy or unhealthy; <see cref="InstanceHealth.None"/> without a check.
+    /// </summary>
+    public InstanceHealth Health { get; init; }
+
+    /// <summary>Its health check as the API gave it (JSON), which its node runs; null without one.</summary>
+    public string? HealthSpec { get; init; }
+}
+
+/// <summary>An instance's health as the balancers see it.</summary>
+public enum InstanceHealth
+{
+    /// <summary>No health check: it takes flows while active and its node lives.</summary>
+    None,
+
+    /// <summary>A check, not passed yet.</summary>
+    Starting,
+
+    /// <summary>The check passed.</summary>
+    Healthy,
+
+    /// <summary>The check failed.</summary>
+    Unhealthy,
 }
 
 /// <summary>A live node: it holds a lease.</summary>

@@ -59,6 +59,15 @@ public static class Projection
                 list.Add(instance);
             }
         }
+        // Health, as on a single host: the members whose check passed (or that have none) take the
+        // flows; when none of them does, all of them do (failing open beats refusing everything).
+        foreach (var list in byService.Values)
+        {
+            if (list.Exists(i => i.Health is InstanceHealth.Starting or InstanceHealth.Unhealthy) && list.Exists(i => i.Health is InstanceHealth.None or InstanceHealth.Healthy))
+            {
+                list.RemoveAll(i => i.Health is InstanceHealth.Starting or InstanceHealth.Unhealthy);
+            }
+        }
         var balancers = ImmutableDictionary.CreateBuilder<string, ImmutableArray<InstanceEntry>>(StringComparer.Ordinal);
         var services = new List<DataplaneService>(state.Services.Count);
         var names = ImmutableArray.CreateBuilder<DnsServiceEntry>(state.Services.Count);

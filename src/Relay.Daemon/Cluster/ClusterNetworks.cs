@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging;
 using Relay.Cluster;
@@ -71,6 +72,25 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         _logs = logs;
         _log = logs.CreateLogger("relay.cluster");
         _watch = new ClusterWatch(_etcd, ClusterKeys.Root);
+        // Verdicts live on the node's lease: a node that had to join again under a new lease
+        // writes them again (a check whose verdict did not change would not).
+        _lease.Rejoined += _ => RewriteHealth();
+    }
+
+    private void RewriteHealth()
+    {
+        Part[] parts;
+        lock (_gate)
+        {
+            parts = [.. _parts.Values];
+        }
+        foreach (var part in parts)
+        {
+            foreach (var (instance, healthy) in part.Network.HealthVerdicts())
+            {
+                _ = WriteHealthAsync(part.Claim.Name, instance, healthy);
+            }
+        }
     }
 
     /// <summary>This node.</summary>
@@ -232,6 +252,8 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
                 RecordDirectory = _options.RecordDirectory,
             };
             var network = OpenOrAdopt(options, claim, pool4!.Value, pool6!.Value, step);
+            var name = claim.Name;
+            network.HealthChanged += (instance, healthy) => _ = WriteHealthAsync(name, instance, healthy);
             var reconciler = new ClusterReconciler(_etcd, _lease, network, pool4!.Value, pool6!.Value, _log);
             _parts[claim.Name] = new Part(claim, network, reconciler, pool4.Value, pool6.Value);
             return true;
@@ -369,6 +391,13 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             Pinned = i.Pinned,
             Restart = i.Restart ?? Relay.Engine.Health.RestartPolicies.OnFailure,
             Restarts = i.Node == view.Node ? part?.Restarts(i.Name) ?? 0 : 0, // counted by the node that restarts it
+            Health = i.Health switch
+            {
+                InstanceHealth.Healthy => HealthStates.Healthy,
+                InstanceHealth.Unhealthy => HealthStates.Unhealthy,
+                InstanceHealth.Starting => HealthStates.Starting,
+                _ => HealthStates.None,
+            },
             InBalancer = view.Balancers.TryGetValue(i.Service, out var b) && b.Any(x => x.Name == i.Name),
             DrainUntil = i.DrainUntil,
         };
@@ -486,10 +515,6 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         {
             errors.Add(ErrorCode.Invalid, "instance.service", "the service is required");
         }
-        if (spec.Health is not null)
-        {
-            errors.Add(ErrorCode.Invalid, "instance.health", "health checks are not carried in a cluster yet; add the instance without one");
-        }
         if (options.Name is not null)
         {
             ResourceName.ValidateInstance(options.Name, "instance.name", errors);
@@ -515,6 +540,11 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         if (options.Restart is { } restart)
         {
             json["restart"] = restart;
+        }
+        if (spec.Health is { } health)
+        {
+            // As the API gave it (checked above): the instance's node runs it.
+            json["health"] = JsonSerializer.SerializeToNode(health, HealthJson);
         }
         var pool4 = IPNetwork.Parse(claim.InstancePool4);
         var pool6 = IPNetwork.Parse(claim.InstancePool6);
@@ -605,6 +635,34 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             return names;
         }
     }
+
+    private static readonly JsonSerializerOptions HealthJson = new(JsonSerializerDefaults.Web) { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
+    private readonly SemaphoreSlim _healthWrites = new(1, 1);
+
+    /// <summary>
+    /// Writes a local instance's health verdict to the store on this node's lease, one write at a
+    /// time (in the order the verdicts came). Every node's balancers follow it from there; a store
+    /// that is away delays it (logged), the forwarding keeps the last verdict meanwhile.
+    /// </summary>
+    private async Task WriteHealthAsync(string network, string instance, bool? healthy)
+    {
+        await _healthWrites.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            await Allocator(Node).SetHealthAsync(network, instance, healthy, _lease.Lease, _stop.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is RelayException or OperationCanceledException or ObjectDisposedException)
+        {
+            LogHealthNotWritten(_log, network, instance, healthy switch { true => "healthy", false => "unhealthy", _ => "none" }, e.Message);
+        }
+        finally
+        {
+            _healthWrites.Release();
+        }
+    }
+
+    [LoggerMessage(EventId = 84, Level = LogLevel.Warning, Message = "network {Network}: the health verdict of instance {Instance} ({Verdict}) was not written: {Error}")]
+    private static partial void LogHealthNotWritten(ILogger log, string network, string instance, string verdict, string error);
 
     private ClusterAllocator Allocator(string node)
     {

@@ -105,6 +105,7 @@ public sealed partial class NodeNetwork
                 }
                 _wired[instance.Name] = instance;
                 adopted.Add(instance.Name);
+                StartHealth(instance);
                 if (instance.Command is { IsDefaultOrEmpty: false } command && pids.TryGetValue(instance.Name, out var p)
                     && InstanceProcess.Adopt(wiring.Namespace, command, LogFile(instance), p.Pid, p.StartTime) is { } process)
                 {

@@ -293,6 +293,7 @@ public sealed partial class NodeNetwork : IDisposable
             {
                 StartProcess(instance, command);
             }
+            StartHealth(instance);
         }
         catch
         {
@@ -308,6 +309,7 @@ public sealed partial class NodeNetwork : IDisposable
             process.Dispose();
         }
         ForgetProcess(instance.Name);
+        StopHealth(instance.Name);
         DeleteNamespace(instance);
         _wired.Remove(instance.Name);
     }
@@ -327,6 +329,7 @@ public sealed partial class NodeNetwork : IDisposable
         _wired.Remove(instance.Name);
         _processes.Remove(instance.Name, out var process);
         ForgetProcess(instance.Name);
+        StopHealth(instance.Name);
         // Waiters wait for 'done', set before the record is rewritten under the gate they may hold.
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_removals)
@@ -494,6 +497,11 @@ public sealed partial class NodeNetwork : IDisposable
             {
                 p.Dispose();
             }
+            foreach (var m in _monitors.Values)
+            {
+                m.Dispose(); // the verdicts stay in the store on this node's lease: the next daemon's checks replace them
+            }
+            _monitors.Clear();
             _dns?.Dispose();
             _dataplane.Dispose();
             _orchestrator.Dispose();

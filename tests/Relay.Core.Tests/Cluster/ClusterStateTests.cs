@@ -61,6 +61,32 @@ public class ClusterStateTests
     }
 
     [Fact]
+    public void HealthVerdicts_ApplyToInstancesWithACheck_AbsentIsStarting_AndUpdateFollowsThem()
+    {
+        var check = new JsonObject { ["type"] = "tcp", ["port"] = 80 };
+        var keys = new Dictionary<string, string>
+        {
+            [ClusterKeys.Instance("default", "b-1")] = Json(new InstanceClaim("b-1", "b.com", "n1", "10.64.0.2", "fd00:64::2", new JsonObject { ["health"] = check.DeepClone() }, "r1")),
+            [ClusterKeys.Instance("default", "b-2")] = Json(new InstanceClaim("b-2", "b.com", "n1", "10.64.0.3", "fd00:64::3", new JsonObject { ["health"] = check.DeepClone() }, "r2")),
+            [ClusterKeys.Instance("default", "b-3")] = Json(new InstanceClaim("b-3", "b.com", "n1", "10.64.0.4", "fd00:64::4", null, "r3")),
+            [ClusterKeys.Health("default", "b-2")] = "unhealthy",
+            [ClusterKeys.Health("default", "b-3")] = "unhealthy", // no check: a stray verdict means nothing
+        };
+        var state = ClusterState.Read("default", Pool4, Pool6, 1, keys);
+        Assert.Equal(InstanceHealth.Starting, state.Instances["b-1"].Health);
+        Assert.Equal(InstanceHealth.Unhealthy, state.Instances["b-2"].Health);
+        Assert.Equal(InstanceHealth.None, state.Instances["b-3"].Health);
+        Assert.Equal(check.ToJsonString(), state.Instances["b-1"].HealthSpec);
+
+        keys[ClusterKeys.Health("default", "b-1")] = "healthy";
+        keys.Remove(ClusterKeys.Health("default", "b-2"));
+        var updated = ClusterState.Update(state, Pool4, Pool6, 2, [ClusterKeys.Health("default", "b-1"), ClusterKeys.Health("default", "b-2")], keys);
+        Assert.Equal(InstanceHealth.Healthy, updated.Instances["b-1"].Health);
+        Assert.Equal(InstanceHealth.Starting, updated.Instances["b-2"].Health);
+        Assert.Equal(ClusterState.Read("default", Pool4, Pool6, 2, keys).Instances, updated.Instances);
+    }
+
+    [Fact]
     public void Update_FromTheChangedKeysOnly_EqualsAReadOfTheWholeState_StepAfterStep()
     {
         var random = new Random(7);

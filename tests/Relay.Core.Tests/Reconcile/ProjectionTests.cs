@@ -51,6 +51,29 @@ public class ProjectionTests
     }
 
     [Fact]
+    public void Project_OnlyInstancesThatPassedTheirCheck_TakeFlows_AndAllDoWhenNoneDid()
+    {
+        var checkedOne = Inst("b-2", "b.com", "n2", 2) with { Health = InstanceHealth.Unhealthy };
+        var state = State([Svc("b.com", 0)],
+            [Inst("b-1", "b.com", "n1", 1) with { Health = InstanceHealth.Healthy }, checkedOne, Inst("b-3", "b.com", "n1", 3) with { Health = InstanceHealth.Starting }, Inst("b-4", "b.com", "n2", 4)],
+            "n1", "n2");
+
+        // Healthy and unchecked instances take the flows, on every node alike.
+        Assert.Equal(["b-1", "b-4"], Projection.Project(state, "n1").Balancers["b.com"].Select(i => i.Name));
+        Assert.Equal(["b-1", "b-4"], Projection.Project(state, "n2").Balancers["b.com"].Select(i => i.Name));
+
+        // None passed: all of them (failing open, as a single host does).
+        var none = State([Svc("b.com", 0)], [checkedOne, Inst("b-3", "b.com", "n1", 3) with { Health = InstanceHealth.Starting }], "n1", "n2");
+        Assert.Equal(["b-2", "b-3"], Projection.Project(none, "n1").Balancers["b.com"].Select(i => i.Name));
+
+        // A check that fails moves the instance's stateless flows like a migration does.
+        var before = Projection.Project(State([Svc("b.com", 0)], [Inst("b-1", "b.com", "n1", 1) with { Health = InstanceHealth.Healthy }, Inst("b-4", "b.com", "n2", 4)], "n1", "n2"), "n1");
+        var after = Projection.Project(State([Svc("b.com", 0)], [Inst("b-1", "b.com", "n1", 1) with { Health = InstanceHealth.Unhealthy }, Inst("b-4", "b.com", "n2", 4)], "n1", "n2"), "n1");
+        var stale = Assert.Single(Projection.Stale(before, after));
+        Assert.Equal([Backend(1).Address4.ToString(), Backend(1).Address6.ToString()], stale.Backends.Select(a => a.ToString()));
+    }
+
+    [Fact]
     public void Project_SlotsGiveTheBalancerOrder_UnlistedFollowByName()
     {
         var state = State([Svc("b.com", 0, "b-3", "b-1")],
