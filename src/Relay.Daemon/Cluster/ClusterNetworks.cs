@@ -590,8 +590,11 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         var to = request.To;
         if (to is null)
         {
-            // On the old one's node, as pinned as the old one was, with its restart policy.
-            var fresh = await AddInstanceAsync(network, new InstanceSpec { Service = svc.Name, Command = old.Command, Restart = old.Restart, Standby = true, Node = old.Node }, old.Pinned, ct).ConfigureAwait(false);
+            // On the old one's node, as pinned as the old one was, with its restart policy and health check.
+            var check = Read(network).State.Instances.TryGetValue(from, out var entry) && entry.HealthSpec is { } text
+                ? JsonSerializer.Deserialize<HealthSpec>(text, HealthJson)
+                : null;
+            var fresh = await AddInstanceAsync(network, new InstanceSpec { Service = svc.Name, Command = old.Command, Restart = old.Restart, Health = check, Standby = true, Node = old.Node }, old.Pinned, ct).ConfigureAwait(false);
             to = fresh.Name;
         }
         else if (Instance(network, to).Service != svc.Name)

@@ -95,15 +95,15 @@ public static class TopologyBuilder
             throw new RelayException(ErrorCode.Duplicate, "instance", $"namespace {w.Namespace} already exists");
         }
         const string eth = InstanceWiring.InstanceInterface;
+        var (hostMac, instanceMac) = Macs(w.Address4);
+        var mtuOption = mtu is { } m ? $" mtu {m}" : "";
         try
         {
             IpCommand.Batch(null,
             [
                 $"netns add {w.Namespace}",
                 // Both ends are created directly in their namespaces: nothing appears in the host's.
-                mtu is { } m
-                    ? $"link add {w.HostInterface} netns {orchestrator} mtu {m} type veth peer name {eth} netns {w.Namespace} mtu {m}"
-                    : $"link add {w.HostInterface} netns {orchestrator} type veth peer name {eth} netns {w.Namespace}",
+                $"link add {w.HostInterface} netns {orchestrator} address {hostMac}{mtuOption} type veth peer name {eth} netns {w.Namespace} address {instanceMac}{mtuOption}",
             ]);
             using (var inside = NetnsThread.Enter(w.Namespace))
             {
@@ -120,6 +120,10 @@ public static class TopologyBuilder
                 $"addr add {gateways.V6}/128 dev {w.HostInterface} nodad",
                 $"route add {w.Address4}/32 dev {w.HostInterface}",
                 $"route add {w.Address6}/128 dev {w.HostInterface}",
+                // Both ends' neighbours are known: the first packet to a fresh instance (a migration's
+                // first) waits for no ARP or neighbour discovery, as Calico does for its workloads.
+                $"neigh replace {w.Address4} lladdr {instanceMac} dev {w.HostInterface} nud permanent",
+                $"neigh replace {w.Address6} lladdr {instanceMac} dev {w.HostInterface} nud permanent",
             ]);
             IpCommand.Batch(w.Namespace,
             [
@@ -131,6 +135,8 @@ public static class TopologyBuilder
                 $"route add default via {gateways.V4} dev {eth} src {w.Address4}",
                 $"route add {gateways.V6} dev {eth}",
                 $"route add default via {gateways.V6} dev {eth} src {w.Address6}",
+                $"neigh replace {gateways.V4} lladdr {hostMac} dev {eth} nud permanent",
+                $"neigh replace {gateways.V6} lladdr {hostMac} dev {eth} nud permanent",
             ]);
         }
         catch
@@ -138,6 +144,18 @@ public static class TopologyBuilder
             UnwireInstance(orchestrator, w);
             throw;
         }
+    }
+
+    /// <summary>
+    /// The two ends' MAC addresses, from the instance's IPv4 address (unique in its network; a veth
+    /// pair is a segment of its own, so networks may repeat them): locally administered unicast,
+    /// <c>02:72:...</c> on the orchestrator's end, <c>02:69:...</c> on the instance's.
+    /// </summary>
+    public static (string Host, string Instance) Macs(System.Net.IPAddress address4)
+    {
+        var b = address4.GetAddressBytes();
+        var tail = $"{b[0]:x2}:{b[1]:x2}:{b[2]:x2}:{b[3]:x2}";
+        return ($"02:72:{tail}", $"02:69:{tail}");
     }
 
     /// <summary>

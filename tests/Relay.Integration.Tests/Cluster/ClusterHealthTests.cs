@@ -59,6 +59,12 @@ public sealed class ClusterHealthTests(ITestOutputHelper output)
             await Until(() => Instances(lab, 0).All(i => i.GetProperty("name").GetString() != "h-1"), TimeSpan.FromSeconds(10), "h-1 gone");
             using var etcd = LabCluster.Connect(lab, 0);
             Assert.Null(await etcd.GetAsync(Relay.Cluster.ClusterKeys.Health("default", "h-1")));
+
+            // A migration to a fresh instance (no --to) keeps the check: the fresh one is checked too
+            // (it runs 'sleep' like h-2, so it fails; being the only one, it takes the flows anyway).
+            using var migrated = JsonDocument.Parse(Ok(lab, 0, "migrate", "h.com", "--from", "h-2", "--drain", "0", "-o", "json"));
+            var fresh = migrated.RootElement.GetProperty("to").GetString()!;
+            await Until(() => Seen(lab, 0, fresh) == ("unhealthy", true), TimeSpan.FromSeconds(10), $"{fresh} checked (unhealthy) and, alone, in the balancer");
         }
         finally
         {
