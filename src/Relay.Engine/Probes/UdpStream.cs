@@ -27,6 +27,14 @@ public sealed class UdpStream : IDisposable
         _thread.Start();
     }
 
+    private long _sendErrors;
+
+    /// <summary>Datagrams the kernel refused to send (their sequence numbers are skipped).</summary>
+    public long SendErrors => Interlocked.Read(ref _sendErrors);
+
+    /// <summary>The latest send error, if any (for example <c>HostUnreachable</c>).</summary>
+    public string? LastSendError { get; private set; }
+
     /// <summary>The sequence number of the latest datagram handed to the kernel, or about to be (the first is 1).</summary>
     public long LastSent => Interlocked.Read(ref _sequence);
 
@@ -46,9 +54,12 @@ public sealed class UdpStream : IDisposable
             {
                 _socket.SendTo(buf, _to);
             }
-            catch (System.Net.Sockets.SocketException)
+            catch (System.Net.Sockets.SocketException e)
             {
-                // A transient error (no route while the service has no instance): keep the rate.
+                // A transient error (no route while the service has no instance): keep the rate,
+                // and count it, so that a datagram never sent is not taken for one the network lost.
+                Interlocked.Increment(ref _sendErrors);
+                LastSendError = e.SocketErrorCode.ToString();
             }
             next += _step;
             // Sleep while far from the next send, spin the last millisecond: a steady rate without

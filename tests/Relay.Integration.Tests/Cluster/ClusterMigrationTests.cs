@@ -85,6 +85,9 @@ public sealed partial class ClusterMigrationTests(ITestOutputHelper output)
             // and not explained (see the issue note). More than one such gap fails.
             await Task.Delay(200);
             var (lastOne, lastThree) = (one.LastSent - 100, three.LastSent - 100);
+            var refused = $"send errors: host 1's stream {one.SendErrors} ({one.LastSendError ?? "none"}), host 3's {three.SendErrors} ({three.LastSendError ?? "none"})";
+            output.WriteLine(refused);
+            moves.Insert(0, refused);
             one.Dispose();
             three.Dispose();
             (one, three) = (null, null);
