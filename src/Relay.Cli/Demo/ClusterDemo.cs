@@ -97,10 +97,10 @@ internal sealed class ClusterDemo(int hosts, int migrations, TimeSpan pause, Tex
             }
 
             // Spread: 300 short flows from host 3 to a.com's two instances on host 1, over VXLAN.
-            var spread = Spread(c1.Namespace, new IPEndPoint(a.Vip4, UdpPort), 300, sinks);
+            var spread = DemoTraffic.Spread(c1.Namespace, new IPEndPoint(a.Vip4, UdpPort), 300, sinks);
             Say($"spread: 300 UDP flows from c.com on {h[2]} to a.com ({a.Vip4}): " + string.Join(", ", spread.Select(kv => $"{kv.Key} {kv.Value}")));
             using var stream = new UdpStream(c1.Namespace, new IPEndPoint(a.Vip4, UdpPort), FixedSourcePort, TimeSpan.FromMilliseconds(1));
-            Say($"{pinger.Name} on {h[0]} resolves b.com through its node's DNS server: {Dig(pinger.Namespace, "b.com")}");
+            Say($"{pinger.Name} on {h[0]} resolves b.com through its node's DNS server: {DemoTraffic.Dig(pinger.Namespace, "b.com", "A")}");
             Say($"c.com on {h[2]} streams UDP from port {FixedSourcePort} to a.com at 1000 datagrams/s; {pinger.Name} pings b.com by name (IPv4 and IPv6, every 5 ms)");
 
             var switches = new List<double>();
@@ -195,7 +195,7 @@ internal sealed class ClusterDemo(int hosts, int migrations, TimeSpan pause, Tex
             Say($"ping b.com (IPv4 and IPv6) while it moved: {sent} sent, {received} received (the fail-over's own ping is counted apart)");
             Say($"UDP from c.com's fixed port to a.com: {udpSent} sent, {got} received");
             var summary = new ClusterDemoSummary(hosts, sent, received, sent - received, done,
-                Percentile(switches, 0.50), Percentile(switches, 0.99), Percentile(repoints, 0.50), Percentile(repoints, 0.99),
+                DemoTraffic.Percentile(switches, 0.50), DemoTraffic.Percentile(switches, 0.99), DemoTraffic.Percentile(repoints, 0.50), DemoTraffic.Percentile(repoints, 0.99),
                 udpSent, got, udpSent - got, 300, spread, lostHost, failoverMs, failoverLost, Ttl.TotalSeconds);
             var removed = LabCluster.Down(lab, NetworkRecord.RemoveAll);
             Say($"relay lab down: removed {removed.Count} objects; nothing of the lab is left");
@@ -225,64 +225,14 @@ internal sealed class ClusterDemo(int hosts, int migrations, TimeSpan pause, Tex
         v4.Interrupt();
         v6.Interrupt();
         await Task.WhenAll(v4.WaitForExitAsync(), v6.WaitForExitAsync()).WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
-        var (s4, r4) = Totals(v4);
-        var (s6, r6) = Totals(v6);
+        var (s4, r4) = DemoTraffic.PingTotals(v4);
+        var (s6, r6) = DemoTraffic.PingTotals(v6);
         v4.Dispose();
         v6.Dispose();
         return (s4, r4, s6, r6);
     }
 
-    private static (long Sent, long Received) Totals(NamespacedProcess ping)
-    {
-        var m = Regex.Match(string.Join('\n', ping.RecentOutput()), @"(\d+) packets transmitted, (\d+) received");
-        return m.Success ? (long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), long.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)) : (0, 0);
-    }
-
-    private static Dictionary<string, long> Spread(string netns, IPEndPoint to, int flows, Dictionary<string, UdpSink> sinks)
-    {
-        var before = sinks.ToDictionary(kv => kv.Key, kv => kv.Value.Count);
-        var sockets = NsSockets.ManyUdp(netns, to.AddressFamily, flows);
-        try
-        {
-            foreach (var s in sockets)
-            {
-                s.SendTo(new byte[8], to);
-            }
-        }
-        finally
-        {
-            foreach (var s in sockets)
-            {
-                s.Dispose();
-            }
-        }
-        var until = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 2;
-        while (sinks.Sum(kv => kv.Value.Count - before[kv.Key]) < flows && Stopwatch.GetTimestamp() < until)
-        {
-            Thread.Sleep(10);
-        }
-        return sinks.ToDictionary(kv => kv.Key, kv => kv.Value.Count - before[kv.Key]);
-    }
-
-    private static string Dig(string netns, string name)
-    {
-        using var dig = NamespacedProcess.Start(netns, ["dig", "+short", "+time=2", "A", name]);
-        dig.WaitForExitAsync().Wait(TimeSpan.FromSeconds(5));
-        return string.Join(", ", dig.RecentOutput());
-    }
-
     private void Say(string line) => output.WriteLine("relay: " + line);
 
     private static string Us(double us) => double.IsNaN(us) ? "-" : us >= 10_000 ? (us / 1000).ToString("0", CultureInfo.InvariantCulture) + " ms" : us.ToString("0", CultureInfo.InvariantCulture) + " us";
-
-    private static double? Percentile(List<double> values, double p)
-    {
-        if (values.Count == 0)
-        {
-            return null;
-        }
-        var sorted = values.Order().ToArray();
-        var rank = (int)Math.Ceiling(p * sorted.Length) - 1;
-        return Math.Round(sorted[Math.Clamp(rank, 0, sorted.Length - 1)], 1);
-    }
 }

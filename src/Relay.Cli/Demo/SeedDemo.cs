@@ -99,7 +99,7 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output)
             var bCurrent = instances.First(i => i.Service == "b.com").Name;
 
             // Spread: 300 short UDP flows (distinct source ports) from c.com to a.com.
-            var spread = SendSpread(c1.Namespace, new IPEndPoint(a.Vip4, UdpPort), 300, sinks);
+            var spread = DemoTraffic.Spread(c1.Namespace, new IPEndPoint(a.Vip4, UdpPort), 300, sinks);
             Say($"spread: 300 UDP flows from c.com to a.com ({a.Vip4}:{UdpPort}, {a.Policy}): " +
                 string.Join(", ", spread.Select(kv => $"{kv.Key} {kv.Value}")));
 
@@ -114,7 +114,7 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output)
             // request as soon as a reply comes back, so it measures the switch to the microsecond);
             // IPv6 pings every millisecond: a second flood would take the last free core of a
             // small machine and slow everything it measures.
-            Say($"relay exec {pinger} -- dig b.com: {Resolve(pingerNs, "b.com")}");
+            Say($"relay exec {pinger} -- dig b.com: {DemoTraffic.Dig(pingerNs, "b.com", "A", "AAAA")}");
             using var ping4 = NamespacedProcess.Start(pingerNs, ["ping", "-4", "-f", "-q", "b.com"]);
             using var ping6 = NamespacedProcess.Start(pingerNs, ["ping", "-6", "-q", "-i", "0.001", "b.com"]);
             Say($"c.com streams UDP from port {FixedSourcePort} to a.com at 1000 datagrams/s; it landed on {Holder(sinks)}");
@@ -176,8 +176,8 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output)
             ping4.Interrupt();
             ping6.Interrupt();
             await Task.WhenAll(ping4.WaitForExitAsync(), ping6.WaitForExitAsync()).WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
-            var (s4, r4) = PingTotals(ping4);
-            var (s6, r6) = PingTotals(ping6);
+            var (s4, r4) = DemoTraffic.PingTotals(ping4);
+            var (s6, r6) = DemoTraffic.PingTotals(ping6);
             var udpSent = stream.LastSent;
             stream.Dispose();
             await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
@@ -189,8 +189,8 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output)
             Say($"UDP from the fixed port: {udpSent} sent, {received} received, {late} reached an old instance after its migration returned");
             var summary = new DemoSummary(
                 s4 + s6, r4 + r6, (s4 + s6) - (r4 + r6), done,
-                Percentile(switches, 0.50), Percentile(switches, 0.99),
-                Percentile(repoints, 0.50), Percentile(repoints, 0.99),
+                DemoTraffic.Percentile(switches, 0.50), DemoTraffic.Percentile(switches, 0.99),
+                DemoTraffic.Percentile(repoints, 0.50), DemoTraffic.Percentile(repoints, 0.99),
                 udpSent, received, udpSent - received, late, moves, 300, spread);
             var down = await client.PostAsync<DownResponse>("v1/down", new { }, CancellationToken.None).ConfigureAwait(false);
             Say($"relay down: removed {string.Join(", ", down.Removed)}; no namespace, link, table or process of it is left");
@@ -218,54 +218,8 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output)
         }
     }
 
-    private static Dictionary<string, long> SendSpread(string netns, IPEndPoint to, int flows, Dictionary<string, UdpSink> sinks)
-    {
-        var before = sinks.ToDictionary(kv => kv.Key, kv => kv.Value.Count);
-        var sockets = NsSockets.ManyUdp(netns, to.AddressFamily, flows);
-        try
-        {
-            foreach (var s in sockets)
-            {
-                s.SendTo(new byte[8], to);
-            }
-        }
-        finally
-        {
-            foreach (var s in sockets)
-            {
-                s.Dispose();
-            }
-        }
-        var until = Stopwatch.GetTimestamp() + Stopwatch.Frequency * 2;
-        while (sinks.Sum(kv => kv.Value.Count - before[kv.Key]) < flows && Stopwatch.GetTimestamp() < until)
-        {
-            Thread.Sleep(10);
-        }
-        return sinks.ToDictionary(kv => kv.Key, kv => kv.Value.Count - before[kv.Key]);
-    }
-
-    /// <summary>What <c>dig +short NAME</c> prints inside the namespace (A and AAAA).</summary>
-    private static string Resolve(string netns, string name)
-    {
-        var lines = new List<string>();
-        foreach (var type in new[] { "A", "AAAA" })
-        {
-            using var dig = NamespacedProcess.Start(netns, ["dig", "+short", "+time=2", type, name]);
-            dig.WaitForExitAsync().Wait(TimeSpan.FromSeconds(5));
-            lines.AddRange(dig.RecentOutput());
-        }
-        return string.Join(", ", lines);
-    }
-
     /// <summary>The a.com instance that received the fixed-port stream last.</summary>
     private static string Holder(Dictionary<string, UdpSink> sinks) => sinks.MaxBy(kv => kv.Value.LastTimestamp).Key;
-
-    private static (long Sent, long Received) PingTotals(NamespacedProcess ping)
-    {
-        var text = string.Join('\n', ping.RecentOutput());
-        var m = Regex.Match(text, @"(\d+) packets transmitted, (\d+) received");
-        return m.Success ? (long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture), long.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)) : (0, 0);
-    }
 
     private void PrintTable(IReadOnlyList<ServiceInfo> services, IReadOnlyList<InstanceInfo> instances)
     {
@@ -282,14 +236,4 @@ internal sealed class SeedDemo(DemoOptions options, TextWriter output)
 
     private static string Us(double us) => double.IsNaN(us) ? "-" : us.ToString("0", CultureInfo.InvariantCulture) + " us";
 
-    private static double? Percentile(List<double> values, double p)
-    {
-        if (values.Count == 0)
-        {
-            return null;
-        }
-        var sorted = values.Order().ToArray();
-        var rank = (int)Math.Ceiling(p * sorted.Length) - 1;
-        return Math.Round(sorted[Math.Clamp(rank, 0, sorted.Length - 1)], 1);
-    }
 }

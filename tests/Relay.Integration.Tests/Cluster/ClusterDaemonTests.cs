@@ -20,11 +20,7 @@ public sealed class ClusterDaemonTests(ITestOutputHelper output)
     [Fact]
     public async Task LabDaemons_ShareOneNetwork_PingByNameAcrossHosts_MigrateAcrossHostsWithNothingLost_AndSeeANodeGo()
     {
-        var lab = await LabCluster.UpAsync(new LabOptions
-        {
-            Name = LabFixture.UniqueName(), Hosts = 3, Root = LabFixture.Root, HeartbeatMs = 50, ElectionMs = 500,
-            RelayBinary = DaemonBed.Binary, LeaseTtl = TimeSpan.FromSeconds(2),
-        });
+        var lab = await LabFixture.UpWithDaemonsAsync(TimeSpan.FromSeconds(2));
         string[] orchestrators = [.. lab.Hosts.Select(h => $"relay-default@{h.Name}")];
         try
         {

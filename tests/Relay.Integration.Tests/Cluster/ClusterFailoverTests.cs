@@ -24,11 +24,7 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
     [Fact]
     public async Task Kill9OfADaemon_ChangesNothingInTheKernel_NodeLoss_FailsOverWithinTheLease_AndTheNodeReturnConverges()
     {
-        var lab = await LabCluster.UpAsync(new LabOptions
-        {
-            Name = LabFixture.UniqueName(), Hosts = 3, Root = LabFixture.Root, HeartbeatMs = 50, ElectionMs = 500,
-            RelayBinary = DaemonBed.Binary, LeaseTtl = Ttl,
-        });
+        var lab = await LabFixture.UpWithDaemonsAsync(Ttl);
         var h = lab.Hosts.Select(x => x.Name).ToArray();
         var orchestrator = $"relay-default@{h[0]}";
         var a = $"{orchestrator}.a-1";
@@ -60,13 +56,13 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
                 await ping.WaitForExitAsync();
                 Assert.Contains("300 packets transmitted, 300 received", printed);
             }
-            await WaitUntil(() => Ready(lab, 1, h[0]), TimeSpan.FromSeconds(10), "host 1 back as a ready node that applied the state");
+            await LabFixture.Until(() => Ready(lab, 1, h[0]), TimeSpan.FromSeconds(10), "host 1 back as a ready node that applied the state");
             Assert.Equal(before, Kernel(orchestrator, a));
             var sleep = Pid(lab, 2, "b-2");
             Assert.NotNull(sleep);
             LabCluster.KillDaemon(lab.Hosts[2]);
             lab = await LabCluster.RestartDaemonAsync(lab, 2, DaemonBed.Binary, Ttl);
-            await WaitUntil(() => Ready(lab, 0, h[2]), TimeSpan.FromSeconds(10), "host 3 back");
+            await LabFixture.Until(() => Ready(lab, 0, h[2]), TimeSpan.FromSeconds(10), "host 3 back");
             Assert.Equal(sleep, Pid(lab, 2, "b-2"));
 
             // 2. Node loss (its daemon and its underlay link): a ping whose flow is on the lost
@@ -130,7 +126,7 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             // The lost node's c.com instance starts again on the live node with the fewest instances
             // (host 1: a-1 only), with a new address from that node's block and its command running;
             // the pinned b.com instance stays where it was.
-            await WaitUntil(() => Instances(lab, 0).Single(i => i.GetProperty("name").GetString() == moving) is var m
+            await LabFixture.Until(() => Instances(lab, 0).Single(i => i.GetProperty("name").GetString() == moving) is var m
                 && m.GetProperty("node").GetString() == h[0] && Pid(lab, 0, moving) is not null, TimeSpan.FromSeconds(5), $"{moving} of lost {h[lost]} started again on {h[0]}");
             var moved = Instances(lab, 0).Single(i => i.GetProperty("name").GetString() == moving);
             Assert.True(moved.GetProperty("inBalancer").GetBoolean(), moved.ToString());
@@ -150,7 +146,7 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             Assert.True(Netns.Exists(victimNamespace), "the lost node's kernel is nobody else's to change");
             LabCluster.SetLinkUp(lab, lab.Hosts[lost], up: true);
             lab = await LabCluster.RestartDaemonAsync(lab, lost, DaemonBed.Binary, Ttl);
-            await WaitUntil(() => Ready(lab, 0, h[lost]), TimeSpan.FromSeconds(15), $"{h[lost]} back as a ready node");
+            await LabFixture.Until(() => Ready(lab, 0, h[lost]), TimeSpan.FromSeconds(15), $"{h[lost]} back as a ready node");
             Assert.False(Netns.Exists(victimNamespace), victimNamespace + " is still there after its node returned");
             Assert.False(Netns.Exists($"relay-default@{h[lost]}.{moving}"), moving + " started again elsewhere, yet its old namespace is still on the returned node");
             Assert.Equal(h[0], Instances(lab, lost).Single(i => i.GetProperty("name").GetString() == moving).GetProperty("node").GetString());
@@ -247,17 +243,6 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
         var i = Instances(lab, host).Single(x => x.GetProperty("name").GetString() == instance);
         return i.TryGetProperty("pid", out var pid) && pid.ValueKind == JsonValueKind.Number ? pid.GetInt32() : null;
     }
-
-    private static async Task WaitUntil(Func<bool> condition, TimeSpan timeout, string what)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!condition())
-        {
-            Assert.True(clock.Elapsed < timeout, $"not within {timeout.TotalSeconds} s: {what}");
-            await Task.Delay(100);
-        }
-    }
-
     [GeneratedRegex(@"counter packets \d+ bytes \d+")]
     private static partial Regex Counters();
 

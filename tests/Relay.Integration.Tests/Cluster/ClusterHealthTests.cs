@@ -19,11 +19,7 @@ public sealed class ClusterHealthTests(ITestOutputHelper output)
     [Fact]
     public async Task AnInstanceWhoseCheckFails_LeavesEveryNodesBalancer_AndComesBackWhenItPasses()
     {
-        var lab = await LabCluster.UpAsync(new LabOptions
-        {
-            Name = LabFixture.UniqueName(), Hosts = 3, Root = LabFixture.Root, HeartbeatMs = 50, ElectionMs = 500,
-            RelayBinary = DaemonBed.Binary, LeaseTtl = TimeSpan.FromSeconds(2),
-        });
+        var lab = await LabFixture.UpWithDaemonsAsync(TimeSpan.FromSeconds(2));
         var h = lab.Hosts.Select(x => x.Name).ToArray();
         Process? listener = null;
         try
@@ -37,26 +33,26 @@ public sealed class ClusterHealthTests(ITestOutputHelper output)
             Ok(lab, 0, "instance", "add", "h.com", "--node", h[2], "--health-tcp", "8080", "--health-interval", "200ms", "--health-timeout", "200ms", "--", "sleep", "3600");
 
             // Every node's view: h-1 healthy and in the balancer, h-2 unhealthy and out.
-            await Until(() => Seen(lab, 0, "h-1") == ("healthy", true) && Seen(lab, 0, "h-2") == ("unhealthy", false)
+            await LabFixture.Until(() => Seen(lab, 0, "h-1") == ("healthy", true) && Seen(lab, 0, "h-2") == ("unhealthy", false)
                 && Seen(lab, 2, "h-1") == ("healthy", true) && Seen(lab, 2, "h-2") == ("unhealthy", false), TimeSpan.FromSeconds(10), "h-1 healthy, h-2 unhealthy, on hosts 1 and 3");
             var a = $"relay-default@{h[0]}.a-1";
             Assert.Equal(0, Sh.InNs(a, "ping", "-c", "3", "-i", "0.2", "-W", "2", "h.com").ExitCode);
 
             // h-2 starts to listen: it passes and joins the balancers.
             listener = Process.Start(new ProcessStartInfo("ip", ["netns", "exec", $"relay-default@{h[2]}.h-2", "socat", "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:true"]))!;
-            await Until(() => Seen(lab, 0, "h-2") == ("healthy", true) && Seen(lab, 1, "h-2") == ("healthy", true), TimeSpan.FromSeconds(10), "h-2 healthy and in host 1's and host 2's balancers");
+            await LabFixture.Until(() => Seen(lab, 0, "h-2") == ("healthy", true) && Seen(lab, 1, "h-2") == ("healthy", true), TimeSpan.FromSeconds(10), "h-2 healthy and in host 1's and host 2's balancers");
 
             // h-1's listener dies (restart never): h-1 fails its check and leaves every balancer.
             var pid = Instances(lab, 1).Single(i => i.GetProperty("name").GetString() == "h-1").GetProperty("pid").GetInt32();
             Sh.Run("kill", "-9", pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
             var clock = Stopwatch.StartNew();
-            await Until(() => Seen(lab, 0, "h-1") == ("unhealthy", false) && Seen(lab, 2, "h-1") == ("unhealthy", false), TimeSpan.FromSeconds(10), "h-1 unhealthy and out on hosts 1 and 3");
+            await LabFixture.Until(() => Seen(lab, 0, "h-1") == ("unhealthy", false) && Seen(lab, 2, "h-1") == ("unhealthy", false), TimeSpan.FromSeconds(10), "h-1 unhealthy and out on hosts 1 and 3");
             output.WriteLine($"h-1 out of every balancer {clock.ElapsedMilliseconds} ms after its listener died (3 failed checks at 200 ms)");
             Assert.Equal(0, Sh.InNs(a, "ping", "-c", "3", "-i", "0.2", "-W", "2", "h.com").ExitCode);
 
             // Removing an instance removes its verdict with it.
             Ok(lab, 0, "instance", "rm", "h-1", "--drain", "0");
-            await Until(() => Instances(lab, 0).All(i => i.GetProperty("name").GetString() != "h-1"), TimeSpan.FromSeconds(10), "h-1 gone");
+            await LabFixture.Until(() => Instances(lab, 0).All(i => i.GetProperty("name").GetString() != "h-1"), TimeSpan.FromSeconds(10), "h-1 gone");
             using var etcd = LabCluster.Connect(lab, 0);
             Assert.Null(await etcd.GetAsync(Relay.Cluster.ClusterKeys.Health("default", "h-1")));
 
@@ -64,7 +60,7 @@ public sealed class ClusterHealthTests(ITestOutputHelper output)
             // (it runs 'sleep' like h-2, so it fails; being the only one, it takes the flows anyway).
             using var migrated = JsonDocument.Parse(Ok(lab, 0, "migrate", "h.com", "--from", "h-2", "--drain", "0", "-o", "json"));
             var fresh = migrated.RootElement.GetProperty("to").GetString()!;
-            await Until(() => Seen(lab, 0, fresh) == ("unhealthy", true), TimeSpan.FromSeconds(10), $"{fresh} checked (unhealthy) and, alone, in the balancer");
+            await LabFixture.Until(() => Seen(lab, 0, fresh) == ("unhealthy", true), TimeSpan.FromSeconds(10), $"{fresh} checked (unhealthy) and, alone, in the balancer");
         }
         finally
         {
@@ -83,15 +79,5 @@ public sealed class ClusterHealthTests(ITestOutputHelper output)
         var i = Instances(lab, host).SingleOrDefault(x => x.GetProperty("name").GetString() == instance);
         return i.ValueKind != JsonValueKind.Object ? (null, false)
             : (i.GetProperty("health").GetString(), i.TryGetProperty("inBalancer", out var b) && b.GetBoolean());
-    }
-
-    private static async Task Until(Func<bool> done, TimeSpan timeout, string what)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!done())
-        {
-            Assert.True(clock.Elapsed < timeout, $"not within {timeout.TotalSeconds} s: {what}");
-            await Task.Delay(100);
-        }
     }
 }

@@ -27,11 +27,7 @@ public sealed partial class ClusterMigrationTests(ITestOutputHelper output)
     [Fact]
     public async Task TwentyCrossHostMigrations_UnderPingFlood_FixedPortUdpFollows_NothingReachesTheOldInstanceAfterTheCall_LossesBounded()
     {
-        var lab = await LabCluster.UpAsync(new LabOptions
-        {
-            Name = LabFixture.UniqueName(), Hosts = 3, Root = LabFixture.Root, HeartbeatMs = 50, ElectionMs = 500,
-            RelayBinary = DaemonBed.Binary, LeaseTtl = TimeSpan.FromSeconds(2),
-        });
+        var lab = await LabFixture.UpWithDaemonsAsync(TimeSpan.FromSeconds(2));
         var h = lab.Hosts.Select(x => x.Name).ToArray();
         var sinks = new List<(string Instance, UdpSink One, UdpSink Three)>();
         Process? flood = null;
@@ -72,7 +68,7 @@ public sealed partial class ClusterMigrationTests(ITestOutputHelper output)
                 Assert.Equal(oldName, migrated.GetProperty("from").GetString());
 
                 // The streams follow: datagrams sent after the call reach the new instance, none the old.
-                await Until(() => sinks[^1].One.Sequences.Any(s => s > sentOne) && sinks[^1].Three.Sequences.Any(s => s > sentThree), TimeSpan.FromSeconds(2), $"move {i + 1}: the streams reach {to}");
+                await LabFixture.Until(() => sinks[^1].One.Sequences.Any(s => s > sentOne) && sinks[^1].Three.Sequences.Any(s => s > sentThree), TimeSpan.FromSeconds(2), $"move {i + 1}: the streams reach {to}");
                 await Task.Delay(50);
                 Assert.DoesNotContain(oldOne.Sequences, s => s > sentOne);
                 Assert.DoesNotContain(oldThree.Sequences, s => s > sentThree);
@@ -108,10 +104,10 @@ public sealed partial class ClusterMigrationTests(ITestOutputHelper output)
             Assert.InRange(lost, 0, 2);
 
             // The old instances drained (no TCP flows) and went, on both hosts.
-            await Until(() => Instances(lab, 0).Count(x => x.GetProperty("service").GetString() == "b.com") == 1, TimeSpan.FromSeconds(10), "only the last b.com instance left");
+            await LabFixture.Until(() => Instances(lab, 0).Count(x => x.GetProperty("service").GetString() == "b.com") == 1, TimeSpan.FromSeconds(10), "only the last b.com instance left");
             foreach (var (name, _, _) in sinks.SkipLast(1))
             {
-                await Until(() => h.All(n => !Netns.Exists($"relay-default@{n}.{name}")), TimeSpan.FromSeconds(10), $"{name}'s namespace removed");
+                await LabFixture.Until(() => h.All(n => !Netns.Exists($"relay-default@{n}.{name}")), TimeSpan.FromSeconds(10), $"{name}'s namespace removed");
             }
         }
         finally
@@ -169,17 +165,6 @@ public sealed partial class ClusterMigrationTests(ITestOutputHelper output)
         using var doc = JsonDocument.Parse(text);
         return doc.RootElement.Clone();
     }
-
-    private static async Task Until(Func<bool> done, TimeSpan timeout, string what)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!done())
-        {
-            Assert.True(clock.Elapsed < timeout, $"not within {timeout.TotalSeconds} s: {what}");
-            await Task.Delay(10);
-        }
-    }
-
     [GeneratedRegex(@"(\d+) packets transmitted, (\d+) received")]
     private static partial Regex Summary();
 }

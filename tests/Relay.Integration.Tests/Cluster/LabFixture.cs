@@ -18,6 +18,24 @@ public sealed class LabFixture : IAsyncLifetime
     public static Task<LabRecord> UpAsync(int hosts = 3)
         => LabCluster.UpAsync(new LabOptions { Name = UniqueName(), Hosts = hosts, Root = Root, HeartbeatMs = 50, ElectionMs = 500 });
 
+    /// <summary>A lab of three hosts, each with its relay daemon (the built binary), nodes on leases of <paramref name="ttl"/>.</summary>
+    public static Task<LabRecord> UpWithDaemonsAsync(TimeSpan ttl)
+        => LabCluster.UpAsync(new LabOptions
+        {
+            Name = UniqueName(), Hosts = 3, Root = Root, HeartbeatMs = 50, ElectionMs = 500, RelayBinary = Daemon.DaemonBed.Binary, LeaseTtl = ttl,
+        });
+
+    /// <summary>Polls <paramref name="done"/> every 100 ms; fails the test naming <paramref name="what"/> after <paramref name="timeout"/>.</summary>
+    public static async Task Until(Func<bool> done, TimeSpan timeout, string what)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!done())
+        {
+            Assert.True(clock.Elapsed < timeout, $"not within {timeout.TotalSeconds} s: {what}");
+            await Task.Delay(100);
+        }
+    }
+
     /// <summary>A connection whose preferred member is <paramref name="host"/>'s (0-based), the others after it.</summary>
     public EtcdConnection Connect(int host, TimeSpan? timeout = null) => Connect(Lab, host, timeout);
 
