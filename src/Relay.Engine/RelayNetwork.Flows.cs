@@ -29,22 +29,23 @@ public sealed partial class RelayNetwork
         lock (_gate)
         {
             if (_disposed || !_instanceByAddress.TryGetValue(client, out var clientName)
-                || !ServiceName.TryParse(service.Name, out var name, out _) || !_services.TryGetValue(name, out var svc)
+                || !ServiceName.TryParse(service.Name, out var name, out _) || !_state.Services.TryGetValue(name, out var svc)
                 || EffectiveBackends(svc).Count == 0)
             {
                 return false;
             }
-            if (!_flows.TryGetValue((clientName, name), out var flow))
+            if (!_state.Flows.TryGetValue((clientName, name), out var flow))
             {
                 try
                 {
                     var f4 = _flows4.PeekOne("flow4");
                     var f6 = _flows6.PeekOne("flow6");
-                    flow = new FlowRecord($"{clientName}>{name}", clientName, name, f4, f6, PickBackend(svc, clientName));
-                    ApplyLocked([], [], [], [], [flow]);
+                    flow = new FlowRecord(FlowId(clientName, name), clientName, name, f4, f6, PickBackend(_state, svc, clientName));
+                    var step = Begin();
+                    step.Put(flow);
+                    Commit(step);
                     _flows4.Claim(f4);
                     _flows6.Claim(f6);
-                    Remember([flow]);
                     Persist();
                     LogFlowAllocated(_log, Name, clientName, name.Value, f4, f6, flow.Backend);
                 }
@@ -68,7 +69,7 @@ public sealed partial class RelayNetwork
         {
             ThrowIfDisposed();
             ServiceName? filter = service is null ? null : FindService(service, "service").Name;
-            flows = _flows.Values.Where(f => filter is null || f.Service == filter).OrderBy(f => f.Client, StringComparer.Ordinal).ThenBy(f => f.Service).ToArray();
+            flows = _state.Flows.Values.Where(f => filter is null || f.Service == filter).OrderBy(f => f.Client, StringComparer.Ordinal).ThenBy(f => f.Service).ToArray();
         }
         var counters = FlowCounters();
         return flows.Select(f =>
@@ -93,7 +94,7 @@ public sealed partial class RelayNetwork
             var svc = FindService(service, "service");
             var target = FindInstance(instance, "instance", errors);
             errors.ThrowIfAny();
-            if (!_flows.TryGetValue((client, svc.Name), out var flow))
+            if (!_state.Flows.TryGetValue((client, svc.Name), out var flow))
             {
                 throw new RelayException(ErrorCode.NotFound, "flow", $"instance '{client}' has no flow address for '{svc.Name}' (it gets one when it asks DNS for the name)");
             }
@@ -105,11 +106,11 @@ public sealed partial class RelayNetwork
             {
                 return FlowInfoOf(flow);
             }
-            var old = _instanceRecords[flow.Backend];
+            var old = _state.Instances[flow.Backend];
             var moved = flow with { Backend = target.Name };
-            ApplyLocked([], [], [], [], [moved]);
-            Remember([moved]);
-            _dataplane.DeleteStaleStatelessFlows([moved.Flow4, moved.Flow6], [old.Address4, old.Address6]);
+            var step = Begin();
+            step.Put(moved);
+            Commit(step);
             Persist();
             LogFlowRepointed(_log, Name, client, svc.Name.Value, old.Name, target.Name);
             Emit(EventKinds.FlowRepointed, svc.Name.Value, $"flow {client} -> {svc.Name} moved {old.Name} -> {target.Name}", ("client", client), ("from", old.Name), ("to", target.Name));
@@ -120,9 +121,9 @@ public sealed partial class RelayNetwork
     private FlowInfo FlowInfoOf(FlowRecord f) => new(f.Client, f.Service.Value, f.Flow4, f.Flow6, f.Backend, 0, 0);
 
     /// <summary>The instance a new flow of <paramref name="client"/> goes to, by the service's policy.</summary>
-    private string PickBackend(ServiceRecord svc, string client)
+    private string PickBackend(LocalState state, ServiceRecord svc, string client)
     {
-        var backends = EffectiveBackends(svc).Select(b => b.Name).ToArray();
+        var backends = LocalPlan.EffectiveBackends(state, svc).Select(b => b.Name).ToArray();
         switch (svc.Policy)
         {
             case LoadBalancingPolicy.RoundRobin:
@@ -148,32 +149,7 @@ public sealed partial class RelayNetwork
     }
 
     private FlowRecord[] FlowsTo(ServiceName service, string backend)
-        => _flows.Values.Where(f => f.Service == service && f.Backend == backend).ToArray();
-
-    private void Remember(IEnumerable<FlowRecord> flows)
-    {
-        foreach (var f in flows)
-        {
-            PutFlow(f);
-        }
-    }
-
-    private void ForgetFlows(IEnumerable<FlowRecord> flows)
-    {
-        foreach (var f in flows)
-        {
-            DropFlow(f);
-            _flows4.Release(f.Flow4);
-            _flows6.Release(f.Flow6);
-        }
-    }
-
-    private DataplaneFlow ToDataplane(FlowRecord f)
-    {
-        var client = _instanceRecords[f.Client];
-        var backend = _instanceRecords[f.Backend];
-        return new DataplaneFlow(f.Id, client.Address4, client.Address6, f.Flow4, f.Flow6, backend.Address4, backend.Address6);
-    }
+        => _state.Flows.Values.Where(f => f.Service == service && f.Backend == backend).ToArray();
 
     /// <summary>Per flow address: packets and bytes, from the kernel's per-element counters.</summary>
     private Dictionary<IPAddress, (long Packets, long Bytes)> FlowCounters()

@@ -41,7 +41,7 @@ public sealed partial class RelayNetwork
                 errors.AddRange(e.Errors);
             }
             var name = options.Name is null ? (svc is null ? null : GenerateInstanceName(svc.Name)) : ResourceName.ValidateInstance(options.Name, "instance.name", errors);
-            if (name is not null && _instanceRecords.ContainsKey(name))
+            if (name is not null && _state.Instances.ContainsKey(name))
             {
                 errors.Add(ErrorCode.Duplicate, "instance.name", $"instance '{name}' already exists");
             }
@@ -74,19 +74,13 @@ public sealed partial class RelayNetwork
                     process = StartProcess(record, command);
                     record = record with { Pid = process.Pid, PidStart = process.StartTime };
                 }
-                var newService = options.Standby ? svc : GrowBackends(svc, svc.Backends.Add(record.Name));
-                _instanceRecords[record.Name] = record;
-                try
+                var step = Begin();
+                step.Put(record);
+                if (!options.Standby)
                 {
-                    ApplyLocked(options.Standby ? [] : [newService], [], [Link(record)], []);
+                    step.Put(GrowBackends(svc, svc.Backends.Add(record.Name)));
                 }
-                catch
-                {
-                    _instanceRecords.Remove(record.Name);
-                    throw;
-                }
-                PutInstance(record);
-                PutService(newService);
+                Commit(step);
             }
             catch
             {
@@ -137,26 +131,19 @@ public sealed partial class RelayNetwork
             {
                 throw new RelayException(ErrorCode.Conflict, "instance", $"instance '{record.Name}' is already leaving");
             }
-            var svc = _services[record.Service];
+            var svc = _state.Services[record.Service];
             var started = Stopwatch.GetTimestamp();
-            var moved = Array.Empty<FlowRecord>();
             var deadline = drain ?? _options.DrainTimeout;
+            // Out of the balancer; its flow addresses move to the instances that remain (or go,
+            // with the last one), and its stateless flows are balanced afresh.
+            var step = Begin();
             if (record.State == InstanceState.Active)
             {
-                var newService = svc with { Backends = svc.Backends.Remove(record.Name) };
-                // Its flow addresses move to the instances that remain (or go, with the last one).
-                var affected = FlowsTo(svc.Name, record.Name);
-                var remaining = EffectiveBackends(newService);
-                moved = remaining.Count == 0 ? [] : affected.Select(f => f with { Backend = PickBackend(newService, f.Client) }).ToArray();
-                var dropped = remaining.Count == 0 ? affected : [];
-                ApplyLocked([newService], [], [], [], moved, dropped);
-                PutService(newService);
-                Remember(moved);
-                ForgetFlows(dropped);
+                step.Put(svc with { Backends = svc.Backends.Remove(record.Name) });
             }
             record = record with { State = InstanceState.Draining, DrainUntil = DateTimeOffset.UtcNow + deadline };
-            PutInstance(record);
-            DeleteStaleStatelessFlows(svc, [record], moved);
+            step.Put(record);
+            Commit(step);
             Persist();
             Emit(EventKinds.InstanceDraining, record.Name, $"instance {record.Name} left the balancer; TCP flows drain for up to {deadline.TotalSeconds:0.###} s",
                 ("service", svc.Name.Value), ("deadlineMs", deadline.TotalMilliseconds));
@@ -171,7 +158,7 @@ public sealed partial class RelayNetwork
         {
             lock (_gate)
             {
-                return _instanceRecords.Values.OrderBy(i => i.Name, StringComparer.Ordinal).Select(Info).ToArray();
+                return _state.Instances.Values.OrderBy(i => i.Name, StringComparer.Ordinal).Select(Info).ToArray();
             }
         }
     }
@@ -221,11 +208,14 @@ public sealed partial class RelayNetwork
     /// pass their health check (or have none). When none passes, all members stay: an instance
     /// that fails a check may still serve, and no instance surely would not.
     /// </summary>
-    private IReadOnlyList<InstanceRecord> EffectiveBackends(ServiceRecord s)
+    private IReadOnlyList<InstanceRecord> EffectiveBackends(ServiceRecord s) => LocalPlan.EffectiveBackends(_state, s);
+
+    /// <summary>Records a change of an instance that the kernel may not even see (its pid, its restarts); still through <see cref="Commit"/>.</summary>
+    private void Update(InstanceRecord record)
     {
-        var members = s.Backends.Select(n => _instanceRecords[n]).ToArray();
-        var healthy = members.Where(i => i.Health is HealthStates.None or HealthStates.Healthy).ToArray();
-        return healthy.Length > 0 ? healthy : members;
+        var step = Begin();
+        step.Put(record);
+        Commit(step);
     }
 
     private Task<DrainResult> StartDrain(InstanceRecord record, ServiceRecord svc, TimeSpan deadline, long started)
@@ -284,7 +274,7 @@ public sealed partial class RelayNetwork
     {
         lock (_gate)
         {
-            if (!_disposed && _instanceRecords.TryGetValue(name, out var record))
+            if (!_disposed && _state.Instances.TryGetValue(name, out var record))
             {
                 RemoveNowLocked(record);
             }
@@ -308,10 +298,10 @@ public sealed partial class RelayNetwork
         }
         // Whatever else runs in the instance (children, commands run with Exec) stops with it.
         NamespacedProcess.TerminateNamespaceAsync(record.Namespace, _options.StopGrace).GetAwaiter().GetResult();
-        // The flow addresses it held as a client go with it.
-        var clientFlows = _flows.Values.Where(f => f.Client == record.Name).ToArray();
-        ApplyLocked([], [], [], [record.HostInterface], removedFlows: clientFlows);
-        ForgetFlows(clientFlows);
+        // Its link's anti-spoofing elements, and the flow addresses it held as a client, go with it.
+        var step = Begin();
+        step.DropInstance(record.Name);
+        Commit(step);
         TopologyBuilder.UnwireInstance(OrchestratorNamespace, Wiring(record));
         NetnsEtc.Remove(record.Namespace);
         if (File.Exists(LogFile(record)))
@@ -320,7 +310,6 @@ public sealed partial class RelayNetwork
         }
         _instanceByAddress.Remove(record.Address4);
         _instanceByAddress.Remove(record.Address6);
-        DropInstance(record.Name);
         _instances4.Release(record.Address4);
         _instances6.Release(record.Address6);
         Persist();
@@ -357,7 +346,7 @@ public sealed partial class RelayNetwork
         TimeSpan delay;
         lock (_gate)
         {
-            if (_disposed || !_processes.TryGetValue(instance, out var current) || current != process || !_instanceRecords.TryGetValue(instance, out var record))
+            if (_disposed || !_processes.TryGetValue(instance, out var current) || current != process || !_state.Instances.TryGetValue(instance, out var record))
             {
                 return;
             }
@@ -369,7 +358,7 @@ public sealed partial class RelayNetwork
             var restart = record.State != InstanceState.Draining && RestartBackoff.ShouldRestart(policy, exitCode ?? 1);
             // Recorded, so that a daemon restart knows a command that stays down from one whose
             // restart was pending.
-            PutInstance(record with { Pid = null, PidStart = null, Ended = !restart });
+            Update(record with { Pid = null, PidStart = null, Ended = !restart });
             Emit(EventKinds.InstanceExited, instance, $"instance {instance}: command exited ({(exitCode is { } c ? "code " + c : "code unknown")})" + (restart ? "; restarting" : ""),
                 ("exitCode", exitCode), ("restart", restart));
             Persist();
@@ -390,13 +379,13 @@ public sealed partial class RelayNetwork
     {
         lock (_gate)
         {
-            if (_disposed || _processes.ContainsKey(instance) || !_instanceRecords.TryGetValue(instance, out var record)
+            if (_disposed || _processes.ContainsKey(instance) || !_state.Instances.TryGetValue(instance, out var record)
                 || record.State == InstanceState.Draining || record.Command is not { } command)
             {
                 return;
             }
             var process = StartProcess(record, command);
-            PutInstance(record with { Pid = process.Pid, PidStart = process.StartTime, Restarts = record.Restarts + 1 });
+            Update(record with { Pid = process.Pid, PidStart = process.StartTime, Restarts = record.Restarts + 1 });
             Supervise(instance, process);
             Persist();
             Emit(EventKinds.InstanceStarted, instance, $"instance {instance}: command restarted (restart {record.Restarts + 1})", ("pid", process.Pid), ("restarts", record.Restarts + 1));
@@ -421,7 +410,7 @@ public sealed partial class RelayNetwork
     {
         lock (_gate)
         {
-            if (_disposed || !_monitors.TryGetValue(instance, out var current) || current != monitor || !_instanceRecords.TryGetValue(instance, out var record))
+            if (_disposed || !_monitors.TryGetValue(instance, out var current) || current != monitor || !_state.Instances.TryGetValue(instance, out var record))
             {
                 return;
             }
@@ -435,31 +424,16 @@ public sealed partial class RelayNetwork
             {
                 return;
             }
-            var svc = _services[record.Service];
-            var before = EffectiveBackends(svc).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
-            record = record with { Health = health };
-            _instanceRecords[instance] = record;
-            var after = EffectiveBackends(svc).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
             try
             {
-                var moved = Array.Empty<FlowRecord>();
-                if (!before.SetEquals(after))
-                {
-                    moved = _flows.Values.Where(f => f.Service == svc.Name && !after.Contains(f.Backend))
-                        .Select(f => f with { Backend = PickBackend(svc, f.Client) }).ToArray();
-                    ApplyLocked([svc], [], [], [], moved);
-                    Remember(moved);
-                    var left = before.Except(after).Select(n => _instanceRecords[n]).ToArray();
-                    if (left.Length > 0)
-                    {
-                        DeleteStaleStatelessFlows(svc, left, moved);
-                    }
-                }
-                PutInstance(record);
+                // The balancer follows from the verdict (Commit): leaving it, the instance's
+                // stateless flows and flow addresses move.
+                Update(record with { Health = health });
                 Persist();
+                var inBalancer = EffectiveBackends(_state.Services[record.Service]).Any(b => b.Name == instance);
                 LogHealthChanged(_log, Name, instance, health, monitor.LastError ?? "");
                 Emit(EventKinds.InstanceHealth, instance, $"instance {instance} is {health}" + (monitor.LastError is { Length: > 0 } why && health != HealthStates.Healthy ? $": {why}" : ""),
-                    ("health", health), ("inBalancer", after.Contains(instance)), ("reason", monitor.LastError));
+                    ("health", health), ("inBalancer", inBalancer), ("reason", monitor.LastError));
             }
             catch (RelayException e)
             {

@@ -14,7 +14,7 @@ public sealed partial class RelayNetwork
         lock (_gate)
         {
             ThrowIfDisposed();
-            services = _services.Values.Select(s => (s.Name.Value, s.Vip4, s.Vip6)).ToArray();
+            services = _state.Services.Values.Select(s => (s.Name.Value, s.Vip4, s.Vip6)).ToArray();
         }
         var counters = new Dictionary<IPAddress, (long Packets, long Bytes)>();
         foreach (var set in new[] { NftNames.ServiceStats4, NftNames.ServiceStats6 })

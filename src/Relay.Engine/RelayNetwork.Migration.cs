@@ -74,26 +74,17 @@ public sealed partial class RelayNetwork
             var backends = next!.State == InstanceState.Active
                 ? svc!.Backends.Remove(old!.Name)
                 : svc!.Backends.SetItem(svc.Backends.IndexOf(old!.Name), next.Name);
-            var newService = GrowBackends(svc, backends);
-            // Every flow address of the service on the old instance moves in the same transaction.
-            var flows = FlowsTo(svc.Name, old.Name).Select(f => f with { Backend = next.Name }).ToArray();
-            _instanceRecords[next.Name] = next with { State = InstanceState.Active };
-            try
-            {
-                ApplyLocked([newService], [], [], [], flows);
-            }
-            catch
-            {
-                _instanceRecords[next.Name] = next;
-                throw;
-            }
-            var repointed = Stopwatch.GetTimestamp();
             var deadline = drain ?? _options.DrainTimeout;
-            PutService(newService);
-            Remember(flows);
-            PutInstance(next with { State = InstanceState.Active });
-            PutInstance(old with { State = InstanceState.Draining, DrainUntil = DateTimeOffset.UtcNow + deadline });
-            var deleted = DeleteStaleStatelessFlows(svc, [old], flows);
+            var step = Begin();
+            step.Put(GrowBackends(svc, backends));
+            // Every flow address of the service on the old instance moves in the same transaction.
+            foreach (var flow in FlowsTo(svc.Name, old.Name))
+            {
+                step.Put(flow with { Backend = next.Name });
+            }
+            step.Put(next with { State = InstanceState.Active });
+            step.Put(old with { State = InstanceState.Draining, DrainUntil = DateTimeOffset.UtcNow + deadline });
+            var (repointed, deleted) = Commit(step);
             var cleaned = Stopwatch.GetTimestamp();
             Persist();
             LogMigrated(_log, Name, svc.Name.Value, old.Name, next.Name, Stopwatch.GetElapsedTime(started, repointed).TotalMicroseconds,
@@ -130,7 +121,7 @@ public sealed partial class RelayNetwork
             catch
             {
                 // The fresh instance never had a flow: remove it at once, no drain.
-                RemoveNowLocked(_instanceRecords[fresh.Name]);
+                RemoveNowLocked(_state.Instances[fresh.Name]);
                 throw;
             }
         }

@@ -20,7 +20,7 @@ public sealed partial class RelayNetwork
     /// server reads the field without any lock, so a query never waits for the control plane.
     /// </summary>
     private void PublishNames()
-        => _names = NameTable.Build(_services.Values.Select(s => new DnsServiceEntry(s.Name.Value, s.Vip4, s.Vip6, s.Ports, s.FlowAddressing)));
+        => _names = NameTable.Build(_state.Services.Values.Select(s => new DnsServiceEntry(s.Name.Value, s.Vip4, s.Vip6, s.Ports, s.FlowAddressing)));
 
     private void WriteResolvConf(InstanceRecord record)
     {

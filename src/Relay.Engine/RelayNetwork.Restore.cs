@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -51,15 +52,17 @@ public sealed partial class RelayNetwork
 
             // Records first, so the desired data plane can be computed before touching the kernel.
             var network = new RelayNetwork(options, log, thread, null!, pools) { _store = store };
+            network._state = new LocalState(
+                services.ToImmutableDictionary(s => s.Name),
+                instances.ToImmutableDictionary(i => i.Name, StringComparer.Ordinal),
+                flows.ToImmutableDictionary(f => (f.Client, f.Service)));
             foreach (var s in services)
             {
-                network._services[s.Name] = s;
                 pools[2]!.Claim(s.Vip4);
                 pools[3]!.Claim(s.Vip6);
             }
             foreach (var i in instances)
             {
-                network._instanceRecords[i.Name] = i;
                 network._instanceByAddress[i.Address4] = i.Name;
                 network._instanceByAddress[i.Address6] = i.Name;
                 pools[0]!.Claim(i.Address4);
@@ -68,15 +71,10 @@ public sealed partial class RelayNetwork
             }
             foreach (var f in flows)
             {
-                network._flows[(f.Client, f.Service)] = f;
                 pools[4]!.Claim(f.Flow4);
                 pools[5]!.Claim(f.Flow6);
             }
-            var desired = new DataplaneSpec(
-                services.Select(network.ToDataplane).ToArray(),
-                instances.Select(Link).ToArray(),
-                flows.Select(network.ToDataplane).ToArray());
-            dataplane = DataplaneRuntime.Adopt(thread, options.Name, desired, log, out var rewritten);
+            dataplane = DataplaneRuntime.Adopt(thread, options.Name, LocalPlan.All(network._state), log, out var rewritten);
             network._dataplane = dataplane;
             var report = network.Converge(rewritten);
             network.PublishNames();
@@ -107,7 +105,7 @@ public sealed partial class RelayNetwork
             var rewired = new List<string>();
             var adopted = new List<string>();
             var started = new List<string>();
-            foreach (var record in _instanceRecords.Values.ToArray())
+            foreach (var record in _state.Instances.Values.ToArray())
             {
                 var wiring = Wiring(record);
                 if (!TopologyBuilder.IsWired(OrchestratorNamespace, wiring))
@@ -134,21 +132,21 @@ public sealed partial class RelayNetwork
                         // adopted command), or its restart was pending: this start is that restart.
                         process = StartProcess(record, command);
                         current = record with { Pid = process.Pid, PidStart = process.StartTime, Restarts = record.Restarts + 1, Ended = false };
-                        PutInstance(current);
+                        Update(current);
                         started.Add(record.Name);
                         Supervise(record.Name, process);
                     }
                     else if (!record.Ended)
                     {
                         current = record with { Pid = null, PidStart = null, Ended = true };
-                        PutInstance(current);
+                        Update(current);
                     }
                 }
                 if (HealthCheck.FromSpec(record.HealthSpec, "health", new ErrorCollector()) is { } check)
                 {
                     StartHealth(current, check);
                 }
-                if (record.State == InstanceState.Draining && _services.TryGetValue(record.Service, out var svc))
+                if (record.State == InstanceState.Draining && _state.Services.TryGetValue(record.Service, out var svc))
                 {
                     var remaining = record.DrainUntil is { } until ? until - DateTimeOffset.UtcNow : TimeSpan.Zero;
                     _ = StartDrain(record, svc, remaining < TimeSpan.Zero ? TimeSpan.Zero : remaining, Stopwatch.GetTimestamp());
@@ -182,15 +180,15 @@ public sealed partial class RelayNetwork
     private int DeleteFlowsTheStoreDoesNotKnow()
     {
         var allowed = new Dictionary<System.Net.IPAddress, HashSet<System.Net.IPAddress>>();
-        foreach (var svc in _services.Values)
+        foreach (var svc in _state.Services.Values)
         {
             var to = EffectiveBackends(svc).SelectMany(i => new[] { i.Address4, i.Address6 }).ToHashSet();
             allowed[svc.Vip4] = to;
             allowed[svc.Vip6] = to;
         }
-        foreach (var f in _flows.Values)
+        foreach (var f in _state.Flows.Values)
         {
-            var to = _instanceRecords.TryGetValue(f.Backend, out var b) ? new HashSet<System.Net.IPAddress> { b.Address4, b.Address6 } : [];
+            var to = _state.Instances.TryGetValue(f.Backend, out var b) ? new HashSet<System.Net.IPAddress> { b.Address4, b.Address6 } : [];
             allowed[f.Flow4] = to;
             allowed[f.Flow6] = to;
         }
@@ -212,7 +210,7 @@ public sealed partial class RelayNetwork
     /// </summary>
     private List<string> RemoveOrphans()
     {
-        var known = _instanceRecords.Values.Select(i => i.Namespace).ToHashSet(StringComparer.Ordinal);
+        var known = _state.Instances.Values.Select(i => i.Namespace).ToHashSet(StringComparer.Ordinal);
         var prefix = OrchestratorNamespace + ".";
         var removed = new List<string>();
         foreach (var ns in Netns.List())

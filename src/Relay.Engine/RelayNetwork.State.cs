@@ -8,9 +8,9 @@ using Relay.Engine.State;
 namespace Relay.Engine;
 
 /// <summary>
-/// Persistence: every record change goes through Put*/Drop*, which remember what changed; at the
-/// end of each operation <see cref="Persist"/> hands the changes to the store in one call. Events
-/// are raised the same way.
+/// Persistence: every record change is a <see cref="LocalStep"/>, whose <see cref="Commit"/>
+/// remembers what changed; at the end of each operation <see cref="Persist"/> hands the changes to
+/// the store in one call. Events are raised the same way.
 /// </summary>
 public sealed partial class RelayNetwork
 {
@@ -37,44 +37,8 @@ public sealed partial class RelayNetwork
     {
         lock (_gate)
         {
-            return new StoredNetwork(_options, _services.Values.Select(ToStored).ToArray(), _instanceRecords.Values.Select(ToStored).ToArray(), _flows.Values.Select(ToStored).ToArray());
+            return new StoredNetwork(_options, _state.Services.Values.Select(ToStored).ToArray(), _state.Instances.Values.Select(ToStored).ToArray(), _state.Flows.Values.Select(ToStored).ToArray());
         }
-    }
-
-    private void PutService(ServiceRecord record)
-    {
-        _services[record.Name] = record;
-        _dirtyServices.Add(record.Name);
-    }
-
-    private void DropService(ServiceName name)
-    {
-        _services.Remove(name);
-        _dirtyServices.Add(name);
-    }
-
-    private void PutInstance(InstanceRecord record)
-    {
-        _instanceRecords[record.Name] = record;
-        _dirtyInstances.Add(record.Name);
-    }
-
-    private void DropInstance(string name)
-    {
-        _instanceRecords.Remove(name);
-        _dirtyInstances.Add(name);
-    }
-
-    private void PutFlow(FlowRecord flow)
-    {
-        _flows[(flow.Client, flow.Service)] = flow;
-        _dirtyFlows.Add(flow.Id);
-    }
-
-    private void DropFlow(FlowRecord flow)
-    {
-        _flows.Remove((flow.Client, flow.Service));
-        _dirtyFlows.Add(flow.Id);
     }
 
     /// <summary>Writes what the current operation changed. Call with the lock held, after the kernel accepted the change.</summary>
@@ -84,13 +48,13 @@ public sealed partial class RelayNetwork
         {
             return;
         }
-        var flowsById = _flows.Values.ToDictionary(f => f.Id, StringComparer.Ordinal);
+        var flowsById = _state.Flows.Values.ToDictionary(f => f.Id, StringComparer.Ordinal);
         var change = new NetworkChange(
             Name,
-            _dirtyServices.Where(_services.ContainsKey).Select(n => ToStored(_services[n])).ToArray(),
-            _dirtyServices.Where(n => !_services.ContainsKey(n)).Select(n => n.Value).ToArray(),
-            _dirtyInstances.Where(_instanceRecords.ContainsKey).Select(n => ToStored(_instanceRecords[n])).ToArray(),
-            _dirtyInstances.Where(n => !_instanceRecords.ContainsKey(n)).ToArray(),
+            _dirtyServices.Where(_state.Services.ContainsKey).Select(n => ToStored(_state.Services[n])).ToArray(),
+            _dirtyServices.Where(n => !_state.Services.ContainsKey(n)).Select(n => n.Value).ToArray(),
+            _dirtyInstances.Where(_state.Instances.ContainsKey).Select(n => ToStored(_state.Instances[n])).ToArray(),
+            _dirtyInstances.Where(n => !_state.Instances.ContainsKey(n)).ToArray(),
             _dirtyFlows.Where(flowsById.ContainsKey).Select(id => ToStored(flowsById[id])).ToArray(),
             _dirtyFlows.Where(id => !flowsById.ContainsKey(id)).ToArray());
         _dirtyServices.Clear();

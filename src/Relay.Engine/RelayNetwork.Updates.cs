@@ -52,8 +52,9 @@ public sealed partial class RelayNetwork
             {
                 return Info(svc);
             }
-            ApplyLocked([updated], [], [], []);
-            PutService(updated);
+            var step = Begin();
+            step.Put(updated);
+            Commit(step);
             PublishNames();
             Persist();
             Emit(EventKinds.ServiceChanged, svc.Name.Value, $"service {svc.Name} changed: policy {PolicyNames.Of(policy)}, ports {string.Join(' ', updated.Ports)}");
@@ -115,7 +116,7 @@ public sealed partial class RelayNetwork
                 }
             }
             var wantStandby = options.Standby;
-            var svc = _services[record.Service];
+            var svc = _state.Services[record.Service];
             ServiceRecord? newService = null;
             if (wantStandby && record.State == InstanceState.Active)
             {
@@ -127,29 +128,13 @@ public sealed partial class RelayNetwork
                 newService = GrowBackends(svc, svc.Backends.Add(record.Name));
                 updated = updated with { State = InstanceState.Active };
             }
-            _instanceRecords[record.Name] = updated;
-            var reference = newService ?? svc;
-            if (newService is not null || updated.Health != record.Health)
-            {
-                try
-                {
-                    ApplyLocked([reference], [], [], []);
-                }
-                catch
-                {
-                    _instanceRecords[record.Name] = record;
-                    throw;
-                }
-            }
+            var step = Begin();
             if (newService is not null)
             {
-                PutService(newService);
-                if (updated.State == InstanceState.Standby)
-                {
-                    DeleteStaleStatelessFlows(svc, [record], []);
-                }
+                step.Put(newService);
             }
-            PutInstance(updated);
+            step.Put(updated);
+            Commit(step);
             Persist();
             Emit(EventKinds.InstanceAdded, updated.Name, $"instance {updated.Name} changed" + (commandChanged ? " (command restarted)" : ""), ("state", updated.State));
             return Info(updated);

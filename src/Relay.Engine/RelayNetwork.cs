@@ -48,13 +48,10 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
     private readonly AddressPool _virtual6;
     private readonly AddressPool _flows4;
     private readonly AddressPool _flows6;
-    private readonly Dictionary<(string Client, ServiceName Service), FlowRecord> _flows = [];
     private readonly Dictionary<IPAddress, string> _instanceByAddress = [];
     private readonly DnsOptions _dnsOptions;
     private volatile NameTable _names = NameTable.Empty;
     private DnsServer? _dns;
-    private readonly Dictionary<ServiceName, ServiceRecord> _services = [];
-    private readonly Dictionary<string, InstanceRecord> _instanceRecords = new(StringComparer.Ordinal);
 
     /// <summary>Open TCP connections of each draining instance at its drain's last look (written by the drain tasks).</summary>
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> _drainOpen = new(StringComparer.Ordinal);
@@ -185,7 +182,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
                 {
                     errors.Add(ErrorCode.Invalid, at + ".name", why);
                 }
-                else if (_services.ContainsKey(name) || !names.Add(name))
+                else if (_state.Services.ContainsKey(name) || !names.Add(name))
                 {
                     errors.Add(ErrorCode.Duplicate, at + ".name", $"service '{name}' already exists");
                 }
@@ -240,12 +237,16 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
                 planned.Add((new ServiceRecord(v.Name, vip4, vip6, v.Policy, Maglev.TableSize(0), [.. v.Options.Ports], [], v.Flow), v.Vip4 is null, v.Vip6 is null));
             }
 
-            ApplyLocked(planned.Select(p => p.Record).ToArray(), [], [], []);
+            var step = Begin();
+            foreach (var p in planned)
+            {
+                step.Put(p.Record);
+            }
+            Commit(step);
             foreach (var (record, isAuto4, isAuto6) in planned)
             {
                 _virtual4.Claim(record.Vip4, advanceCursor: isAuto4);
                 _virtual6.Claim(record.Vip6, advanceCursor: isAuto6);
-                PutService(record);
                 LogServiceAdded(_log, Name, record.Name.Value, record.Vip4, record.Vip6, PolicyNames.Of(record.Policy));
                 Emit(EventKinds.ServiceAdded, record.Name.Value, $"service {record.Name} added at {record.Vip4} and {record.Vip6}",
                     ("vip4", record.Vip4), ("vip6", record.Vip6), ("policy", PolicyNames.Of(record.Policy)));
@@ -268,10 +269,10 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             {
                 throw new RelayException(ErrorCode.Conflict, "service", $"service '{record.Name}' still has instances ({string.Join(", ", instances.Select(i => i.Name))}); remove them first");
             }
-            var flows = _flows.Values.Where(f => f.Service == record.Name).ToArray();
-            ApplyLocked([], [record.Name.Value], [], [], removedFlows: flows);
-            ForgetFlows(flows);
-            DropService(record.Name);
+            // Its flow addresses go with it (Commit drops them).
+            var step = Begin();
+            step.DropService(record.Name);
+            Commit(step);
             _virtual4.Release(record.Vip4);
             _virtual6.Release(record.Vip6);
             PublishNames();
@@ -288,7 +289,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         {
             lock (_gate)
             {
-                return _services.Values.OrderBy(s => s.Name).Select(Info).ToArray();
+                return _state.Services.Values.OrderBy(s => s.Name).Select(Info).ToArray();
             }
         }
     }
@@ -309,7 +310,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
     {
         lock (_gate)
         {
-            return _instanceRecords.TryGetValue(instance, out var r) ? r.HealthSpec : null;
+            return _state.Instances.TryGetValue(instance, out var r) ? r.HealthSpec : null;
         }
     }
 
@@ -360,7 +361,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
                 p.Dispose();
             }
             _processes.Clear();
-            foreach (var record in _instanceRecords.Values)
+            foreach (var record in _state.Instances.Values)
             {
                 Try(() => NamespacedProcess.KillNamespace(record.Namespace));
                 Try(() => Netns.Delete(record.Namespace));
@@ -373,7 +374,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
                     }
                 });
             }
-            _instanceRecords.Clear();
+            _state = LocalState.Empty;
             Try(() =>
             {
                 // The network's log directory, if nothing but Relay's logs was in it.
@@ -441,28 +442,8 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
 
     // ---------------------------------------------------------------- internals
 
-    private void ApplyLocked(
-        IReadOnlyCollection<ServiceRecord> services,
-        IReadOnlyCollection<string> removedServices,
-        IReadOnlyCollection<DataplaneLink> links,
-        IReadOnlyCollection<string> removedLinks,
-        IReadOnlyCollection<FlowRecord>? flows = null,
-        IReadOnlyCollection<FlowRecord>? removedFlows = null)
-        => _dataplane.Apply(services.Select(ToDataplane), removedServices, links, removedLinks, (flows ?? []).Select(ToDataplane), (removedFlows ?? []).Select(f => f.Id));
-
-    private DataplaneService ToDataplane(ServiceRecord s)
-    {
-        var backends = EffectiveBackends(s).Select(i => new DataplaneBackend(i.Name, i.Address4, i.Address6)).ToArray();
-        return new DataplaneService(s.Name.Value, s.Vip4, s.Vip6, s.Policy, s.MaglevTableSize, s.Ports, backends);
-    }
-
     private static ServiceRecord GrowBackends(ServiceRecord s, ImmutableList<string> backends)
         => s with { Backends = backends, MaglevTableSize = Maglev.GrowTableSize(s.MaglevTableSize, backends.Count) };
-
-    private int DeleteStaleStatelessFlows(ServiceRecord svc, IReadOnlyList<InstanceRecord> old, IReadOnlyCollection<FlowRecord> movedFlows)
-        => _dataplane.DeleteStaleStatelessFlows(
-            [svc.Vip4, svc.Vip6, .. movedFlows.SelectMany(f => new[] { f.Flow4, f.Flow6 })],
-            old.SelectMany(o => new[] { o.Address4, o.Address6 }));
 
     private void SaveRecord()
     {
@@ -472,7 +453,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             OwnerPid = Environment.ProcessId,
             Orchestrator = OrchestratorNamespace,
             Node = _options.Node,
-            Instances = _instanceRecords.Values.Select(i => i.Namespace).Order(StringComparer.Ordinal).ToArray(),
+            Instances = _state.Instances.Values.Select(i => i.Namespace).Order(StringComparer.Ordinal).ToArray(),
         };
         // Most changes (a migration, a health change, a flow) leave the set of namespaces as it was:
         // rewriting the same record would only add a write and a rename (which can start writeback)
@@ -499,14 +480,14 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         {
             throw new RelayException(ErrorCode.Invalid, field, why);
         }
-        return _services.TryGetValue(name, out var record)
+        return _state.Services.TryGetValue(name, out var record)
             ? record
             : throw new RelayException(ErrorCode.NotFound, field, $"no service '{name}' in network '{Name}'");
     }
 
     private InstanceRecord? FindInstance(string instance, string field, ErrorCollector errors)
     {
-        if (instance is not null && _instanceRecords.TryGetValue(instance.ToLowerInvariant(), out var record))
+        if (instance is not null && _state.Instances.TryGetValue(instance.ToLowerInvariant(), out var record))
         {
             return record;
         }
@@ -514,9 +495,9 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         return null;
     }
 
-    private IEnumerable<InstanceRecord> InstancesOf(ServiceName service) => _instanceRecords.Values.Where(i => i.Service == service);
+    private IEnumerable<InstanceRecord> InstancesOf(ServiceName service) => _state.Instances.Values.Where(i => i.Service == service);
 
-    private string GenerateInstanceName(ServiceName service) => ResourceName.NextInstance(service.Value, _instanceRecords.Keys);
+    private string GenerateInstanceName(ServiceName service) => ResourceName.NextInstance(service.Value, _state.Instances.Keys);
 
     private static void ValidateCommand(IReadOnlyList<string> command, string field, ErrorCollector errors)
     {
@@ -621,8 +602,6 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
 
     private static InstanceWiring Wiring(InstanceRecord r) => new(r.Namespace, r.HostInterface, r.Address4, r.Address6);
 
-    private static DataplaneLink Link(InstanceRecord r) => new(r.HostInterface, r.Address4, r.Address6);
-
     private ServiceInfo Info(ServiceRecord s) => new(
         s.Name.Value, s.Vip4, s.Vip6, PolicyNames.Of(s.Policy), s.Ports, s.Backends,
         InstancesOf(s.Name).Select(i => i.Name).Order(StringComparer.Ordinal).ToArray(),
@@ -640,7 +619,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         Health = r.Health,
         Restart = r.Restart,
         Restarts = r.Restarts,
-        InBalancer = _services.TryGetValue(r.Service, out var svc) && EffectiveBackends(svc).Any(b => b.Name == r.Name),
+        InBalancer = _state.Services.TryGetValue(r.Service, out var svc) && LocalPlan.EffectiveBackends(_state, svc).Any(b => b.Name == r.Name),
         DrainUntil = r.State == InstanceState.Draining ? r.DrainUntil : null,
         OpenTcpFlows = r.State == InstanceState.Draining && _drainOpen.TryGetValue(r.Name, out var open) ? open : null,
     };
