@@ -70,7 +70,14 @@ public static class ClusterState
     /// size of the state. The result equals <see cref="Read"/> of the same keys.
     /// </summary>
     public static NetworkState Update(NetworkState previous, IPNetwork pool4, IPNetwork pool6, long revision, IEnumerable<string> changed, IReadOnlyDictionary<string, string> keys)
+        => Update(previous, pool4, pool6, revision, changed, keys, out _);
+
+    /// <summary>As <see cref="Update(NetworkState, IPNetwork, IPNetwork, long, IEnumerable{string}, IReadOnlyDictionary{string, string})"/>, naming what the keys changed (what <see cref="Projection.Step"/> looks at).</summary>
+    public static NetworkState Update(NetworkState previous, IPNetwork pool4, IPNetwork pool6, long revision, IEnumerable<string> changed, IReadOnlyDictionary<string, string> keys, out StateChange change)
     {
+        var touchedServices = new HashSet<string>(StringComparer.Ordinal);
+        var touchedInstances = new HashSet<string>(StringComparer.Ordinal);
+        var touchedNodes = false;
         var network = previous.Network;
         var services = previous.Services.ToBuilder();
         var instances = previous.Instances.ToBuilder();
@@ -91,11 +98,13 @@ public static class ClusterState
                 if (instances.TryGetValue(id, out var had) && had.Health != InstanceHealth.None)
                 {
                     instances[id] = had with { Health = Verdict(keys, key) };
+                    touchedInstances.Add(id);
                 }
                 continue;
             }
             if (key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal))
             {
+                touchedNodes = true;
                 nodes.Remove(ClusterKeys.Leaf(key));
                 if (value is not null && ClusterJson.TryParse(value, ClusterJson.Default.NodeRecord) is { } n && IPAddress.TryParse(n.Underlay, out var underlay))
                 {
@@ -104,6 +113,7 @@ public static class ClusterState
             }
             else if (key.StartsWith(servicePrefix, StringComparison.Ordinal))
             {
+                touchedServices.Add(ClusterKeys.Leaf(key));
                 services.Remove(ClusterKeys.Leaf(key));
                 if (value is not null && ClusterJson.TryParse(value, ClusterJson.Default.ServiceClaim) is { } s && Service(s) is { } entry)
                 {
@@ -112,6 +122,7 @@ public static class ClusterState
             }
             else if (key.StartsWith(instancePrefix, StringComparison.Ordinal))
             {
+                touchedInstances.Add(ClusterKeys.Leaf(key));
                 instances.Remove(ClusterKeys.Leaf(key));
                 if (value is not null && ClusterJson.TryParse(value, ClusterJson.Default.InstanceClaim) is { } i && Instance(i, Verdict(keys, healthPrefix + i.Id)) is { } entry)
                 {
@@ -121,6 +132,7 @@ public static class ClusterState
             else if ((key.StartsWith(block4, StringComparison.Ordinal) || key.StartsWith(block6, StringComparison.Ordinal))
                 && int.TryParse(ClusterKeys.Leaf(key), NumberStyles.None, CultureInfo.InvariantCulture, out var index) && index >= 0)
             {
+                touchedNodes = true;
                 var prefix = ClusterAllocator.BlockPrefix(key.StartsWith(block4, StringComparison.Ordinal) ? pool4 : pool6, index);
                 blocks = blocks.RemoveAll(b => b.Prefix.Equals(prefix));
                 if (value is not null)
@@ -129,6 +141,7 @@ public static class ClusterState
                 }
             }
         }
+        change = new StateChange(touchedServices, touchedInstances, System.Collections.Frozen.FrozenSet<string>.Empty, touchedNodes);
         return new NetworkState(network, revision, services.ToImmutable(), instances.ToImmutable(), nodes.ToImmutable(), blocks);
     }
 

@@ -29,7 +29,23 @@ public enum InstanceMode
 /// old one's slot, so with round-robin and random exactly the old instance's flows move. Active
 /// instances not listed follow, by name.
 /// </param>
-public sealed record ServiceEntry(string Name, IPAddress Vip4, IPAddress Vip6, LoadBalancingPolicy Policy, ImmutableArray<PortMapping> Ports, ImmutableArray<string> Slots);
+public sealed record ServiceEntry(string Name, IPAddress Vip4, IPAddress Vip6, LoadBalancingPolicy Policy, ImmutableArray<PortMapping> Ports, ImmutableArray<string> Slots)
+{
+    /// <summary>The Maglev table size the store keeps (a single host's grows, never shrinks); 0: derived from the number of members.</summary>
+    public int TableSize { get; init; }
+
+    /// <summary>True when each client gets its own addresses for the service (flow addressing, single host).</summary>
+    public bool FlowAddressing { get; init; }
+}
+
+/// <summary>A client's own addresses for a service (flow addressing) and the instance they lead to.</summary>
+/// <param name="Id">Its id in the table.</param>
+/// <param name="Client">The client instance.</param>
+/// <param name="Service">The service.</param>
+/// <param name="Flow4">The client's IPv4 address for the service.</param>
+/// <param name="Flow6">Its IPv6 address.</param>
+/// <param name="Backend">The instance it leads to.</param>
+public sealed record FlowEntry(string Id, string Client, string Service, IPAddress Flow4, IPAddress Flow6, string Backend);
 
 /// <summary>An instance of the desired state, placed on a node.</summary>
 /// <param name="Name">Its name, unique in the network.</param>
@@ -40,6 +56,9 @@ public sealed record ServiceEntry(string Name, IPAddress Vip4, IPAddress Vip6, L
 /// <param name="Mode">Active, standby or draining.</param>
 public sealed record InstanceEntry(string Name, string Service, string Node, IPAddress Address4, IPAddress Address6, InstanceMode Mode)
 {
+    /// <summary>The orchestrator end of its veth as its node named it; null: derived from its IPv4 address (<see cref="Projection.HostInterface"/>).</summary>
+    public string? HostInterface { get; init; }
+
     /// <summary>The command it runs, if any (its node starts it).</summary>
     public ImmutableArray<string>? Command { get; init; }
 
@@ -107,6 +126,9 @@ public sealed record NetworkState(
     ImmutableSortedDictionary<string, NodeEntry> Nodes,
     ImmutableArray<BlockEntry> Blocks)
 {
+    /// <summary>Flow addresses by id (a single host's; none in a cluster yet).</summary>
+    public ImmutableSortedDictionary<string, FlowEntry> Flows { get; init; } = ImmutableSortedDictionary.Create<string, FlowEntry>(StringComparer.Ordinal);
+
     /// <summary>A network with nothing in it.</summary>
     public static NetworkState Empty(string network) => new(
         network, 0,
@@ -114,4 +136,24 @@ public sealed record NetworkState(
         ImmutableSortedDictionary.Create<string, InstanceEntry>(StringComparer.Ordinal),
         ImmutableSortedDictionary.Create<string, NodeEntry>(StringComparer.Ordinal),
         []);
+}
+
+/// <summary>
+/// The keys one step changed between two states: what <see cref="Projection.Step"/> looks at, so
+/// that a step costs in proportion to what it changed, not to the size of the state. A key named
+/// here may be unchanged; a key changed must be named.
+/// </summary>
+/// <param name="Services">Services put or removed.</param>
+/// <param name="Instances">Instances put or removed (a health verdict included).</param>
+/// <param name="Flows">Flow addresses put or removed.</param>
+/// <param name="Nodes">True when a node or a block came, went or changed.</param>
+public sealed record StateChange(IReadOnlySet<string> Services, IReadOnlySet<string> Instances, IReadOnlySet<string> Flows, bool Nodes)
+{
+    private static readonly IReadOnlySet<string> None = System.Collections.Frozen.FrozenSet<string>.Empty;
+
+    /// <summary>A change of instances only.</summary>
+    public static StateChange OfInstances(params string[] instances) => new(None, instances.ToHashSet(StringComparer.Ordinal), None, false);
+
+    /// <summary>A change of services only.</summary>
+    public static StateChange OfServices(params string[] services) => new(services.ToHashSet(StringComparer.Ordinal), None, None, false);
 }

@@ -12,7 +12,7 @@ namespace Relay.Daemon.Cluster;
 /// <summary>
 /// Keeps one network's part on this node at the cluster's desired state: every watch step that
 /// touches the network, or the nodes, is read into one <see cref="Relay.Core.Reconcile.NetworkState"/>
-/// and handed to <see cref="NodeNetwork.Reconcile"/>, then the revision is recorded as applied under
+/// and handed to <see cref="NodeNetwork.Reconcile(NetworkState, NetworkState, StateChange)"/>, then the revision is recorded as applied under
 /// the node's lease (what <c>relay migrate</c> waits for). Steps that change only other nodes'
 /// applied revisions are not reconciled: otherwise each record would start the next round.
 /// A step the kernel refuses is logged and retried with the next one; the table stays as it was.
@@ -47,10 +47,12 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
         try
         {
             // The state is kept parsed: a step reads only the keys it changed.
-            var state = _state = step.Resync || _state is null
+            var from = _state;
+            StateChange? change = null;
+            var state = _state = step.Resync || from is null
                 ? ClusterState.Read(network.Network, pool4, pool6, step.Revision, step.State)
-                : ClusterState.Update(_state, pool4, pool6, step.Revision, step.Changed.Where(Relevant), step.State);
-            network.Reconcile(state);
+                : ClusterState.Update(from, pool4, pool6, step.Revision, step.Changed.Where(Relevant), step.State, out change);
+            network.Reconcile(state, from, change);
             LastError = null;
             return StepOutcome.Applied;
         }

@@ -17,7 +17,7 @@ using Relay.Linux.Topology;
 
 namespace Relay.Engine.Cluster;
 
-/// <summary>What one <see cref="NodeNetwork.Reconcile"/> did.</summary>
+/// <summary>What one <see cref="NodeNetwork.Reconcile(NetworkState)"/> did.</summary>
 /// <param name="Revision">The state's revision now applied.</param>
 /// <param name="Wired">Local instances created.</param>
 /// <param name="Removed">Local instances removed.</param>
@@ -30,7 +30,7 @@ public sealed record ReconcileResult(long Revision, int Wired, int Removed, int 
 /// One network's part on one node of a cluster: the node's orchestrator namespace, its nft table,
 /// its end of the VXLAN overlay, its DNS server and the namespaces of the instances the node runs.
 /// <para>
-/// It has one operation, <see cref="Reconcile"/>: given the whole desired state it derives this
+/// It has one operation, <see cref="Reconcile(NetworkState)"/>: given the whole desired state it derives this
 /// node's view (<see cref="Projection.Project"/>) and brings the kernel there, in a fixed order that
 /// makes every step safe for the flows in between: new local instances are wired before any table
 /// points at them; the table (every service's map) changes in one nft transaction; the conntrack
@@ -187,7 +187,15 @@ public sealed partial class NodeNetwork : IDisposable
     /// than the one applied changes nothing. Throws (and leaves the table as it was) when the kernel
     /// refuses the transaction; the next call retries from what was last applied.
     /// </summary>
-    public ReconcileResult Reconcile(NetworkState state)
+    public ReconcileResult Reconcile(NetworkState state) => Reconcile(state, null, null);
+
+    /// <summary>
+    /// As <see cref="Reconcile(NetworkState)"/>, for a state that follows <paramref name="from"/> by
+    /// <paramref name="change"/>: when the kernel holds <paramref name="from"/>, only what the change
+    /// names is projected and written (a re-point among 10,000 services costs what it changed);
+    /// otherwise (the first step, or after one that failed) the whole state is.
+    /// </summary>
+    public ReconcileResult Reconcile(NetworkState state, NetworkState? from, StateChange? change)
     {
         var started = Stopwatch.GetTimestamp();
         lock (_gate)
@@ -201,15 +209,22 @@ public sealed partial class NodeNetwork : IDisposable
             {
                 return new ReconcileResult(last.Revision, 0, 0, 0, false, Stopwatch.GetElapsedTime(started));
             }
-            return Apply(Projection.Project(state, Node), started);
+            return _applied is { } held && change is not null && ReferenceEquals(held.State, from)
+                ? Apply(Projection.Step(held, state, change), started)
+                : Apply(Projection.Project(state, Node), started);
         }
     }
 
-    private ReconcileResult Apply(NodeView view, long started)
+    private ReconcileResult Apply(NodeView view, long started) => Apply(view, null, started);
+
+    private ReconcileResult Apply(NodeStep step, long started) => Apply(step.View, step, started);
+
+    /// <summary>Brings the kernel to <paramref name="view"/>: by <paramref name="step"/>'s changes when given, else by comparing the whole view with what is held.</summary>
+    private ReconcileResult Apply(NodeView view, NodeStep? step, long started)
     {
         lock (_gate)
         {
-            var after = view.Local.ToDictionary(i => i.Name, StringComparer.Ordinal);
+            var after = view.LocalInstances;
 
             // 1. Wire what is new (or changed address: a new instance under an old name). What is
             // wired is remembered at once, so a step that fails half-way is resumed, not repeated.
@@ -235,17 +250,25 @@ public sealed partial class NodeNetwork : IDisposable
             }
 
             // 2. The table, in one transaction.
-            _dataplane.Sync(view.Dataplane);
+            if (step is null)
+            {
+                _dataplane.Sync(view.Dataplane);
+            }
+            else if (step.TouchesTable)
+            {
+                _dataplane.Apply(step.Services, step.RemovedServices, step.Links, step.RemovedLinks, step.Flows, step.RemovedFlows);
+            }
 
             // 3. Conntrack: stateless flows of instances that left a balancer follow at once.
             var stale = 0;
-            foreach (var s in Projection.Stale(_applied, view))
+            var gone = step?.Stale ?? Projection.Stale(_applied, view);
+            if (gone.Count > 0)
             {
-                stale += _dataplane.DeleteStaleStatelessFlows(s.Virtual, s.Backends);
+                stale = _dataplane.DeleteStaleStatelessFlows([.. gone.SelectMany(g => g.Virtual).Distinct()], gone.SelectMany(g => g.Backends).Distinct());
             }
 
             // 4. The overlay.
-            var peersChanged = !SamePeers(_applied?.Peers ?? [], view.Peers);
+            var peersChanged = step?.PeersChanged ?? !Projection.SamePeers(_applied?.Peers ?? [], view.Peers);
             if (peersChanged)
             {
                 VxlanOverlay.Sync(OrchestratorNamespace, _applied?.Peers ?? [], view.Peers);
@@ -265,7 +288,7 @@ public sealed partial class NodeNetwork : IDisposable
             }
 
             // 6. Names.
-            if (_applied is null || !SameNames(_applied.Names, view.Names))
+            if (_applied is null || (step?.NamesChanged ?? !Projection.SameNames(_applied.Names, view.Names)))
             {
                 _names = NameTable.Build(view.Names);
             }
@@ -403,7 +426,6 @@ public sealed partial class NodeNetwork : IDisposable
             Processes = _processes.Select(p => new RecordedProcess(p.Key, p.Value.Pid, p.Value.StartTime)).ToArray(),
         }.Save(_options.RecordDirectory);
 
-    /// <summary>Whether two name lists answer the same (a re-point changes none: the table is not rebuilt).</summary>
     private InstanceEntry[] Leaving()
     {
         lock (_removals)
@@ -411,26 +433,6 @@ public sealed partial class NodeNetwork : IDisposable
             return [.. _leaving.Values];
         }
     }
-
-    private static bool SameNames(ImmutableArray<DnsServiceEntry> a, ImmutableArray<DnsServiceEntry> b)
-    {
-        if (a.Length != b.Length)
-        {
-            return false;
-        }
-        for (var i = 0; i < a.Length; i++)
-        {
-            var (x, y) = (a[i], b[i]);
-            if (!ReferenceEquals(x, y) && !(x.Name == y.Name && x.Vip4.Equals(y.Vip4) && x.Vip6.Equals(y.Vip6) && x.FlowAddressing == y.FlowAddressing && x.Ports.SequenceEqual(y.Ports)))
-            {
-                return false;
-            }
-        }
-        return true;
-    }
-
-    private static bool SamePeers(ImmutableArray<VxlanPeer> a, ImmutableArray<VxlanPeer> b)
-        => a.Length == b.Length && a.Zip(b).All(p => p.First.Node == p.Second.Node && p.First.Underlay.Equals(p.Second.Underlay) && p.First.Blocks.SequenceEqual(p.Second.Blocks));
 
     /// <summary>An instance pool of <paramref name="family"/>, or an error on <paramref name="field"/>.</summary>
     public static IPNetwork? Pool(string text, string field, AddressFamily family, ErrorCollector errors)
