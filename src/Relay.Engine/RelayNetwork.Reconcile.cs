@@ -5,7 +5,8 @@ namespace Relay.Engine;
 /// <summary>
 /// The one path to the kernel: an operation validates, builds the next state in a
 /// <see cref="LocalStep"/> and hands it to <see cref="Commit"/>, which lets the flow addresses
-/// follow their balancers, derives the kernel change (<see cref="LocalPlan.Delta"/>), applies it
+/// follow their balancers, derives the kernel change (<see cref="LocalPlan.Delta"/>, the cluster's
+/// <see cref="Relay.Core.Reconcile.Projection.Step"/> over the records as a cluster of one), applies it
 /// in one nft transaction, and only then takes the state and deletes the conntrack entries the
 /// step left stale. Nothing is written before the kernel accepted it, so a failure has nothing to undo.
 /// </summary>
@@ -30,7 +31,7 @@ public sealed partial class RelayNetwork
             _dataplane.Apply(delta.Services, delta.RemovedServices, delta.Links, delta.RemovedLinks, delta.Flows, delta.RemovedFlows);
         }
         var applied = Stopwatch.GetTimestamp();
-        _state = step.State;
+        _state = LocalPlan.Next(step, delta);
         _dirtyServices.UnionWith(step.Services);
         _dirtyInstances.UnionWith(step.Instances);
         foreach (var key in step.Flows)
@@ -42,7 +43,8 @@ public sealed partial class RelayNetwork
                 _flows6.Release(gone.Flow6);
             }
         }
-        var stale = delta.StaleVirtual.Count > 0 ? _dataplane.DeleteStaleStatelessFlows(delta.StaleVirtual, delta.StaleBackends) : 0;
+        var staleVirtual = delta.StaleVirtual;
+        var stale = staleVirtual.Count > 0 ? _dataplane.DeleteStaleStatelessFlows(staleVirtual, delta.StaleBackends) : 0;
         return new Committed(applied, stale);
     }
 

@@ -52,10 +52,7 @@ public sealed partial class RelayNetwork
 
             // Records first, so the desired data plane can be computed before touching the kernel.
             var network = new RelayNetwork(options, log, thread, null!, pools) { _store = store };
-            network._state = new LocalState(
-                services.ToImmutableDictionary(s => s.Name),
-                instances.ToImmutableDictionary(i => i.Name, StringComparer.Ordinal),
-                flows.ToImmutableDictionary(f => (f.Client, f.Service)));
+            network._state = LocalState.Of(services, instances, flows);
             foreach (var s in services)
             {
                 pools[2]!.Claim(s.Vip4);

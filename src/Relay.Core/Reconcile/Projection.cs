@@ -371,6 +371,10 @@ public static class Projection
         return gone;
     }
 
+    /// <summary>The instances of <paramref name="service"/> that take its new flows in <paramref name="state"/>, in slot order (none when it does not exist).</summary>
+    public static ImmutableArray<InstanceEntry> TakingFlows(NetworkState state, string service)
+        => state.Services.TryGetValue(service, out var svc) ? Members(state, svc, IndexOf(state.Instances)) : [];
+
     /// <summary>
     /// The instances of <paramref name="svc"/> that take new flows, in slot order: the active ones
     /// on live nodes; of those, the ones whose check passed (or that have none), and all of them

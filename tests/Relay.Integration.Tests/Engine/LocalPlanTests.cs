@@ -34,7 +34,8 @@ public sealed class LocalPlanTests
             var gone = GoneTranslations(step.From, step.State);
             Assert.Equal(gone.Backends.Order().ToArray(), delta.StaleBackends.Select(a => a.ToString()).Order().ToArray());
             Assert.True(gone.Virtual.IsSubsetOf(delta.StaleVirtual.Select(a => a.ToString())), $"step {n}: a virtual address that lost an instance is not cleaned");
-            state = step.State;
+            state = LocalPlan.Next(step, delta);
+            Assert.Same(state.Net, state.View.State);
             mostInstances = Math.Max(mostInstances, state.Instances.Count);
             mostFlows = Math.Max(mostFlows, state.Flows.Count);
             migrations += step.From.Instances.Values.Count(i => i.State != InstanceState.Draining && state.Instances.TryGetValue(i.Name, out var now) && now.State == InstanceState.Draining);
