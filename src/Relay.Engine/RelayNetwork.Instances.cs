@@ -15,9 +15,7 @@ namespace Relay.Engine;
 /// </summary>
 public sealed partial class RelayNetwork
 {
-    private readonly Dictionary<string, InstanceProcess> _processes = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, HealthMonitor> _monitors = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, RestartBackoff> _backoffs = new(StringComparer.Ordinal);
+    private readonly InstanceSupervisor _supervisor;
 
     /// <summary>
     /// Adds an instance of <paramref name="service"/>: its namespace and veth, its addresses, its
@@ -285,12 +283,8 @@ public sealed partial class RelayNetwork
     /// <summary>Removes an instance that is out of the balancer: checks, processes, anti-spoofing elements, link, namespace, addresses.</summary>
     private void RemoveNowLocked(InstanceRecord record)
     {
-        if (_monitors.Remove(record.Name, out var monitor))
-        {
-            monitor.Dispose();
-        }
-        _backoffs.Remove(record.Name);
-        if (_processes.Remove(record.Name, out var process))
+        _supervisor.Forget(record.Name);
+        if (_supervisor.Release(record.Name) is { } process)
         {
             process.StopAsync(_options.StopGrace).GetAwaiter().GetResult();
             LogProcessStopped(_log, Name, record.Name, process.Pid, -1);
@@ -334,72 +328,41 @@ public sealed partial class RelayNetwork
     }
 
     /// <summary>Watches <paramref name="process"/>; when it exits, restarts it as the instance's policy says.</summary>
-    private void Supervise(string instance, InstanceProcess process)
+    private void Supervise(string instance, InstanceProcess process) => _supervisor.Supervise(instance, process);
+
+    SupervisedInstance? ISupervisorHost.Current(string instance)
+        => _disposed || !_state.Instances.TryGetValue(instance, out var record) ? null
+            : new SupervisedInstance(record.Command, RestartPolicies.Parse(record.Restart, RestartPolicy.OnFailure, "restart", new ErrorCollector()), record.State == InstanceState.Draining);
+
+    InstanceProcess ISupervisorHost.Start(string instance, IReadOnlyList<string> command) => StartProcess(_state.Instances[instance], command);
+
+    void ISupervisorHost.Exited(string instance, InstanceProcess process, int? exitCode, bool restarting, TimeSpan delay, SupervisedInstance current)
     {
-        _processes[instance] = process;
-        var started = DateTime.UtcNow;
-        _ = process.Exited.ContinueWith(t => OnProcessExited(instance, process, t.Result, DateTime.UtcNow - started), TaskScheduler.Default);
+        LogProcessStopped(_log, Name, instance, process.Pid, exitCode ?? -1);
+        // Recorded, so that a daemon restart knows a command that stays down from one whose
+        // restart was pending.
+        Update(_state.Instances[instance] with { Pid = null, PidStart = null, Ended = !restarting });
+        Emit(EventKinds.InstanceExited, instance, $"instance {instance}: command exited ({(exitCode is { } c ? "code " + c : "code unknown")})" + (restarting ? "; restarting" : ""),
+            ("exitCode", exitCode), ("restart", restarting));
+        Persist();
     }
 
-    private void OnProcessExited(string instance, InstanceProcess process, int? exitCode, TimeSpan ran)
+    void ISupervisorHost.Restarted(string instance, InstanceProcess process, int restarts)
     {
-        TimeSpan delay;
-        lock (_gate)
-        {
-            if (_disposed || !_processes.TryGetValue(instance, out var current) || current != process || !_state.Instances.TryGetValue(instance, out var record))
-            {
-                return;
-            }
-            _processes.Remove(instance);
-            process.Dispose();
-            LogProcessStopped(_log, Name, instance, process.Pid, exitCode ?? -1);
-            var policy = RestartPolicies.Parse(record.Restart, RestartPolicy.OnFailure, "restart", new ErrorCollector());
-            // An adopted command's exit code is unknown (it is not our child): count it as a failure.
-            var restart = record.State != InstanceState.Draining && RestartBackoff.ShouldRestart(policy, exitCode ?? 1);
-            // Recorded, so that a daemon restart knows a command that stays down from one whose
-            // restart was pending.
-            Update(record with { Pid = null, PidStart = null, Ended = !restart });
-            Emit(EventKinds.InstanceExited, instance, $"instance {instance}: command exited ({(exitCode is { } c ? "code " + c : "code unknown")})" + (restart ? "; restarting" : ""),
-                ("exitCode", exitCode), ("restart", restart));
-            Persist();
-            if (!restart)
-            {
-                return;
-            }
-            if (!_backoffs.TryGetValue(instance, out var backoff))
-            {
-                _backoffs[instance] = backoff = new RestartBackoff();
-            }
-            delay = backoff.Next(ran);
-        }
-        _ = Task.Delay(delay).ContinueWith(_ => Restart(instance), TaskScheduler.Default);
+        // The count is the record's: it survives the daemon.
+        var record = _state.Instances[instance];
+        Update(record with { Pid = process.Pid, PidStart = process.StartTime, Restarts = record.Restarts + 1 });
+        Persist();
+        Emit(EventKinds.InstanceStarted, instance, $"instance {instance}: command restarted (restart {record.Restarts + 1})", ("pid", process.Pid), ("restarts", record.Restarts + 1));
     }
 
-    private void Restart(string instance)
-    {
-        lock (_gate)
-        {
-            if (_disposed || _processes.ContainsKey(instance) || !_state.Instances.TryGetValue(instance, out var record)
-                || record.State == InstanceState.Draining || record.Command is not { } command)
-            {
-                return;
-            }
-            var process = StartProcess(record, command);
-            Update(record with { Pid = process.Pid, PidStart = process.StartTime, Restarts = record.Restarts + 1 });
-            Supervise(instance, process);
-            Persist();
-            Emit(EventKinds.InstanceStarted, instance, $"instance {instance}: command restarted (restart {record.Restarts + 1})", ("pid", process.Pid), ("restarts", record.Restarts + 1));
-        }
-    }
+    void ISupervisorHost.RestartFailed(string instance, Exception error)
+        => Emit(EventKinds.InstanceExited, instance, $"instance {instance}: command could not be restarted: {error.Message}", ("exitCode", (int?)null), ("restart", false));
 
     private void StartHealth(InstanceRecord record, HealthCheck check)
-    {
-        var monitor = new HealthMonitor(check, HealthProbes.Create(check, new ProbeTarget(record.Namespace, _orchestrator, record.Address4)));
-        var name = record.Name;
-        monitor.Changed += (_, state) => OnHealthChanged(name, monitor, state);
-        _monitors[name] = monitor;
-        monitor.Start();
-    }
+        => _supervisor.StartHealth(record.Name, check, new ProbeTarget(record.Namespace, _orchestrator, record.Address4));
+
+    void ISupervisorHost.HealthChanged(string instance, HealthMonitor monitor, HealthState state) => OnHealthChanged(instance, monitor, state);
 
     /// <summary>
     /// A health transition: the instance leaves or rejoins the set of instances taking new flows.
@@ -410,7 +373,7 @@ public sealed partial class RelayNetwork
     {
         lock (_gate)
         {
-            if (_disposed || !_monitors.TryGetValue(instance, out var current) || current != monitor || !_state.Instances.TryGetValue(instance, out var record))
+            if (_disposed || !_supervisor.IsCurrent(instance, monitor) || !_state.Instances.TryGetValue(instance, out var record))
             {
                 return;
             }

@@ -90,7 +90,7 @@ public sealed partial class RelayNetwork
             var commandChanged = !SameCommand(record.Command, updated.Command);
             if (commandChanged)
             {
-                if (_processes.Remove(record.Name, out var old))
+                if (_supervisor.Release(record.Name) is { } old)
                 {
                     old.StopAsync(_options.StopGrace).GetAwaiter().GetResult();
                     old.Dispose();
@@ -105,10 +105,7 @@ public sealed partial class RelayNetwork
             }
             if (!SameHealth(record.HealthSpec, options.Health))
             {
-                if (_monitors.Remove(record.Name, out var monitor))
-                {
-                    monitor.Dispose();
-                }
+                _supervisor.StopHealth(record.Name);
                 updated = updated with { HealthSpec = options.Health, Health = check is null ? HealthStates.None : HealthStates.Starting };
                 if (check is not null)
                 {

@@ -14,6 +14,7 @@ using Relay.Core.Naming;
 using Relay.Core.Dns;
 using Relay.Engine.Dataplane;
 using Relay.Engine.Dns;
+using Relay.Engine.Health;
 using Relay.Linux.Namespaces;
 using Relay.Linux.Processes;
 using Relay.Engine.State;
@@ -30,7 +31,7 @@ namespace Relay.Engine;
 /// failed operation leaves both as they were. Operations are serialized.
 /// </para>
 /// </summary>
-public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
+public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver, ISupervisorHost
 {
     private readonly object _gate = new();
 
@@ -68,6 +69,7 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
         _dnsOptions = DnsOptionsOf(options.Dns);
         _gateways = new Gateways(Gateway(_instances4.Prefix), Gateway(_instances6.Prefix));
         Name = options.Name;
+        _supervisor = new InstanceSupervisor(_gate, this, log);
     }
 
     /// <summary>The network's name.</summary>
@@ -349,18 +351,13 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             Emit(EventKinds.NetworkDown, Name, $"network {Name} removed");
             _disposed = true;
             Try(() => _dns?.Dispose());
-            foreach (var monitor in _monitors.Values)
-            {
-                Try(monitor.Dispose);
-            }
-            _monitors.Clear();
+            var processes = _supervisor.Stop();
             // All at once: one slow process must not hold up the others' grace periods.
-            Try(() => Task.WhenAll(_processes.Values.Select(p => p.StopAsync(_options.StopGrace))).GetAwaiter().GetResult());
-            foreach (var p in _processes.Values)
+            Try(() => Task.WhenAll(processes.Select(p => p.StopAsync(_options.StopGrace))).GetAwaiter().GetResult());
+            foreach (var p in processes)
             {
                 p.Dispose();
             }
-            _processes.Clear();
             foreach (var record in _state.Instances.Values)
             {
                 Try(() => NamespacedProcess.KillNamespace(record.Namespace));
@@ -424,16 +421,10 @@ public sealed partial class RelayNetwork : IDisposable, IFlowAddressResolver
             }
             _disposed = true;
             _dns?.Dispose();
-            foreach (var monitor in _monitors.Values)
-            {
-                monitor.Dispose();
-            }
-            _monitors.Clear();
-            foreach (var p in _processes.Values)
+            foreach (var p in _supervisor.Stop())
             {
                 p.Dispose();
             }
-            _processes.Clear();
             _dataplane.Dispose();
             _orchestrator.Dispose();
         }

@@ -109,7 +109,7 @@ public sealed partial class NodeNetwork
                 if (instance.Command is { IsDefaultOrEmpty: false } command && pids.TryGetValue(instance.Name, out var p)
                     && InstanceProcess.Adopt(wiring.Namespace, command, LogFile(instance), p.Pid, p.StartTime) is { } process)
                 {
-                    Supervise(instance.Name, process);
+                    _supervisor.Supervise(instance.Name, process);
                     processes.Add(instance.Name);
                 }
             }

@@ -8,15 +8,14 @@ namespace Relay.Engine.Cluster;
 
 /// <summary>
 /// The health checks of this node's instances: each local instance whose record carries a check
-/// gets a <see cref="HealthMonitor"/> (the single host's, with its probes run from the instance's
-/// namespace or the orchestrator), and every verdict is handed to <see cref="HealthChanged"/>. The
-/// node does not act on it itself: the daemon writes it to the store, and every node's balancers
-/// follow it from there, as they follow a lost node.
+/// gets one in the <see cref="InstanceSupervisor"/> (the single host's, with its probes run from the
+/// instance's namespace or the orchestrator), and every verdict is handed to
+/// <see cref="HealthChanged"/>. The node does not act on it itself: the daemon writes it to the
+/// store, and every node's balancers follow it from there, as they follow a lost node.
 /// </summary>
 public sealed partial class NodeNetwork
 {
     private static readonly JsonSerializerOptions SpecJson = new(JsonSerializerDefaults.Web);
-    private readonly Dictionary<string, HealthMonitor> _monitors = new(StringComparer.Ordinal);
 
     /// <summary>
     /// A local instance's check changed its verdict: (instance, true) healthy, (instance, false)
@@ -30,7 +29,7 @@ public sealed partial class NodeNetwork
     {
         lock (_gate)
         {
-            return _monitors.TryGetValue(instance, out var m) ? m.State : null;
+            return _supervisor.Monitors.TryGetValue(instance, out var m) ? m.State : null;
         }
     }
 
@@ -39,14 +38,14 @@ public sealed partial class NodeNetwork
     {
         lock (_gate)
         {
-            return _monitors.Where(m => m.Value.State != HealthState.Starting).Select(m => (m.Key, m.Value.State == HealthState.Healthy)).ToArray();
+            return _supervisor.Monitors.Where(m => m.Value.State != HealthState.Starting).Select(m => (m.Key, m.Value.State == HealthState.Healthy)).ToArray();
         }
     }
 
     /// <summary>Starts <paramref name="instance"/>'s check, when it has one. Under the gate.</summary>
     private void StartHealth(InstanceEntry instance)
     {
-        if (instance.HealthSpec is not { } text || _monitors.ContainsKey(instance.Name))
+        if (instance.HealthSpec is not { } text || _supervisor.Monitors.ContainsKey(instance.Name))
         {
             return;
         }
@@ -55,15 +54,10 @@ public sealed partial class NodeNetwork
             var errors = new ErrorCollector();
             var check = HealthCheck.FromSpec(JsonSerializer.Deserialize<Api.HealthSpec>(text, SpecJson), "health", errors);
             errors.ThrowIfAny();
-            if (check is null)
+            if (check is not null)
             {
-                return;
+                _supervisor.StartHealth(instance.Name, check, new ProbeTarget(InstanceNamespace(instance.Name), _orchestrator, instance.Address4));
             }
-            var monitor = new HealthMonitor(check, HealthProbes.Create(check, new ProbeTarget(InstanceNamespace(instance.Name), _orchestrator, instance.Address4)), _log);
-            var name = instance.Name;
-            monitor.Changed += (_, state) => OnHealth(name, monitor, state);
-            _monitors[name] = monitor;
-            monitor.Start();
         }
         catch (Exception e) when (e is RelayException or JsonException)
         {
@@ -71,29 +65,18 @@ public sealed partial class NodeNetwork
         }
     }
 
-    /// <summary>Stops <paramref name="instance"/>'s check, if any, and withdraws its verdict. Under the gate.</summary>
-    private void StopHealth(string instance)
+    /// <summary>Forgets an instance that leaves this node: its back-off, its count, its check, whose verdict is withdrawn. Under the gate.</summary>
+    private void Forget(string instance)
     {
-        if (_monitors.Remove(instance, out var monitor))
+        if (_supervisor.Forget(instance) is { } monitor && monitor.State != HealthState.Starting)
         {
-            monitor.Dispose();
-            if (monitor.State != HealthState.Starting)
-            {
-                var handler = HealthChanged;
-                _ = Task.Run(() => handler?.Invoke(instance, null));
-            }
+            var handler = HealthChanged;
+            _ = Task.Run(() => handler?.Invoke(instance, null));
         }
     }
 
-    private void OnHealth(string instance, HealthMonitor monitor, HealthState state)
+    void ISupervisorHost.HealthChanged(string instance, HealthMonitor monitor, HealthState state)
     {
-        lock (_gate)
-        {
-            if (_disposed || !_monitors.TryGetValue(instance, out var current) || current != monitor)
-            {
-                return;
-            }
-        }
         LogHealth(_log, _options.Name, Node, instance, state.ToString().ToLowerInvariant(), monitor.LastError ?? "");
         HealthChanged?.Invoke(instance, state switch { HealthState.Healthy => true, HealthState.Unhealthy => false, _ => null });
     }

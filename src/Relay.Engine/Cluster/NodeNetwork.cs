@@ -11,6 +11,7 @@ using Relay.Core.Overlay;
 using Relay.Core.Reconcile;
 using Relay.Engine.Dataplane;
 using Relay.Engine.Dns;
+using Relay.Engine.Health;
 using Relay.Linux.Namespaces;
 using Relay.Linux.Processes;
 using Relay.Linux.Topology;
@@ -50,7 +51,7 @@ public sealed partial class NodeNetwork : IDisposable
     private readonly int _mtu;
     private readonly DnsServer? _dns;
     private readonly IReadOnlyList<string> _zones;
-    private readonly Dictionary<string, InstanceProcess> _processes = new(StringComparer.Ordinal);
+    private readonly InstanceSupervisor _supervisor;
 
     /// <summary>The local instances whose namespaces exist now (ahead of <see cref="_applied"/> when a step failed half-way).</summary>
     private readonly Dictionary<string, InstanceEntry> _wired = new(StringComparer.Ordinal);
@@ -70,6 +71,7 @@ public sealed partial class NodeNetwork : IDisposable
         _dataplane = dataplane;
         _gateways = gateways;
         _mtu = mtu;
+        _supervisor = new InstanceSupervisor(_gate, this, log);
         _zones = options.Dns.Zones.Select(z => z.TrimEnd('.').ToLowerInvariant()).ToArray();
         _dns = options.Dns.Enabled
             ? DnsServer.Start(orchestrator, [gateways.V4, gateways.V6], 53, () => _names, new DnsOptions { Zones = _zones, Ttl = options.Dns.Ttl }, null, [], log)
@@ -128,7 +130,7 @@ public sealed partial class NodeNetwork : IDisposable
     {
         lock (_gate)
         {
-            return _processes.TryGetValue(instance, out var p) && !p.HasExited ? p.Pid : null;
+            return _supervisor.Processes.TryGetValue(instance, out var p) && !p.HasExited ? p.Pid : null;
         }
     }
 
@@ -314,7 +316,7 @@ public sealed partial class NodeNetwork : IDisposable
             }
             if (instance.Command is { IsDefaultOrEmpty: false } command)
             {
-                StartProcess(instance, command);
+                _supervisor.Supervise(instance.Name, StartCommand(instance, command));
             }
             StartHealth(instance);
         }
@@ -327,12 +329,8 @@ public sealed partial class NodeNetwork : IDisposable
 
     private void Unwire(InstanceEntry instance)
     {
-        if (_processes.Remove(instance.Name, out var process))
-        {
-            process.Dispose();
-        }
-        ForgetProcess(instance.Name);
-        StopHealth(instance.Name);
+        _supervisor.Release(instance.Name)?.Dispose();
+        Forget(instance.Name);
         DeleteNamespace(instance);
         _wired.Remove(instance.Name);
     }
@@ -350,9 +348,8 @@ public sealed partial class NodeNetwork : IDisposable
     private void RemoveLater(InstanceEntry instance)
     {
         _wired.Remove(instance.Name);
-        _processes.Remove(instance.Name, out var process);
-        ForgetProcess(instance.Name);
-        StopHealth(instance.Name);
+        var process = _supervisor.Release(instance.Name);
+        Forget(instance.Name);
         // Waiters wait for 'done', set before the record is rewritten under the gate they may hold.
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_removals)
@@ -423,7 +420,7 @@ public sealed partial class NodeNetwork : IDisposable
             Orchestrator = OrchestratorNamespace,
             Node = Node,
             Instances = _wired.Values.Concat(view.Local).Concat(Leaving()).Select(i => InstanceNamespace(i.Name)).Distinct().ToArray(),
-            Processes = _processes.Select(p => new RecordedProcess(p.Key, p.Value.Pid, p.Value.StartTime)).ToArray(),
+            Processes = _supervisor.Processes.Select(p => new RecordedProcess(p.Key, p.Value.Pid, p.Value.StartTime)).ToArray(),
         }.Save(_options.RecordDirectory);
 
     private InstanceEntry[] Leaving()
@@ -495,15 +492,11 @@ public sealed partial class NodeNetwork : IDisposable
                 return;
             }
             _disposed = true;
-            foreach (var p in _processes.Values)
+            // The verdicts stay in the store on this node's lease: the next daemon's checks replace them.
+            foreach (var p in _supervisor.Stop())
             {
                 p.Dispose();
             }
-            foreach (var m in _monitors.Values)
-            {
-                m.Dispose(); // the verdicts stay in the store on this node's lease: the next daemon's checks replace them
-            }
-            _monitors.Clear();
             _dns?.Dispose();
             _dataplane.Dispose();
             _orchestrator.Dispose();

@@ -111,8 +111,9 @@ public sealed class LocalPlanTests
     private static void RandomChange(LocalStep step, Random random, ref int next)
     {
         var s = step.State;
-        var services = s.Services.Values.ToArray();
-        var instances = s.Instances.Values.ToArray();
+        // In name order: a dictionary's order changes with the process's string hashing, the walk must not.
+        var services = s.Services.Values.OrderBy(x => x.Name.Value, StringComparer.Ordinal).ToArray();
+        var instances = s.Instances.Values.OrderBy(x => x.Name, StringComparer.Ordinal).ToArray();
         switch (random.Next(services.Length < 3 ? 2 : 7))
         {
             case 0:
@@ -183,7 +184,7 @@ public sealed class LocalPlanTests
                 break;
             }
         }
-        foreach (var flow in step.State.Flows.Values.ToArray())
+        foreach (var flow in step.State.Flows.Values.OrderBy(f => f.Id, StringComparer.Ordinal).ToArray())
         {
             var svc = step.State.Services.GetValueOrDefault(flow.Service);
             var taking = svc is null ? [] : LocalPlan.EffectiveBackends(step.State, svc);
