@@ -119,6 +119,31 @@ public sealed class ClusterAllocator
         return response.Responses[0].ResponseDeleteRange.Deleted > 0;
     }
 
+    /// <summary>
+    /// Replaces a service's spec (policy, ports) in one transaction guarded by the record as read,
+    /// its virtual addresses and slots kept; returns the revision, or throws NotFound.
+    /// </summary>
+    public async Task<long> UpdateServiceSpecAsync(string network, string service, JsonObject spec, CancellationToken ct = default)
+    {
+        var serviceKey = ClusterKeys.Service(network, service);
+        for (var attempt = 0; attempt < MaxAttempts; attempt++)
+        {
+            var kv = await _etcd.GetAsync(serviceKey, ct).ConfigureAwait(false)
+                ?? throw new RelayException(ErrorCode.NotFound, "service", $"no service {service} in network {network}");
+            var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.ServiceClaim)
+                ?? throw new RelayException(ErrorCode.Invalid, "service", $"the record of service {service} is not one Relay wrote");
+            var txn = new TxnRequest();
+            txn.Compare.Add(ModIs(kv));
+            txn.Success.Add(Put(serviceKey, JsonSerializer.Serialize(claim with { Spec = spec }, ClusterJson.Default.ServiceClaim)));
+            var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+            if (response.Succeeded)
+            {
+                return response.Header.Revision;
+            }
+        }
+        throw new RelayException(ErrorCode.Conflict, "service", $"service {service} kept changing while it was updated; retry");
+    }
+
     /// <summary>Removes a service and its address guards in one transaction; returns the revision, 0 when it did not exist.</summary>
     public async Task<long> RemoveServiceAsync(string network, string service, CancellationToken ct = default)
     {

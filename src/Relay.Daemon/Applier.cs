@@ -38,15 +38,146 @@ public static class ApplyActions
 }
 
 /// <summary>
+/// What <see cref="Applier"/> reads and changes: a single host's networks
+/// (<see cref="LocalApplyTarget"/>) or a cluster's (<c>ClusterApplyTarget</c>), through the same
+/// calls the API's other endpoints make.
+/// </summary>
+public interface IApplyTarget
+{
+    /// <summary>Whether the network exists.</summary>
+    bool HasNetwork(string network);
+
+    /// <summary>The settings of <paramref name="network"/> that differ from <paramref name="wanted"/> (fixed once a network exists), as "what a != b".</summary>
+    IReadOnlyList<string> SettingsDiffer(string network, NetworkOptions wanted);
+
+    /// <summary>The network's services.</summary>
+    IReadOnlyList<ServiceInfo> Services(string network);
+
+    /// <summary>The network's instances.</summary>
+    IReadOnlyList<InstanceInfo> Instances(string network);
+
+    /// <summary>An instance's health check as it was given (null: none).</summary>
+    HealthSpec? HealthSpecOf(string network, string instance);
+
+    /// <summary>Why an instance cannot be placed on <paramref name="node"/> of <paramref name="network"/> (null: it can).</summary>
+    string? NodeUnavailable(string network, string node);
+
+    /// <summary>Why an existing instance cannot be changed in place here (null: it can).</summary>
+    string? InstanceUpdatesUnavailable { get; }
+
+    /// <summary>Creates a network.</summary>
+    Task CreateNetworkAsync(NetworkOptions options, CancellationToken ct);
+
+    /// <summary>Adds services (one kernel transaction where the target can).</summary>
+    Task AddServicesAsync(string network, IReadOnlyList<(ServiceOptions Options, ServiceSpec Spec)> services, CancellationToken ct);
+
+    /// <summary>Changes a service's policy or ports.</summary>
+    Task UpdateServiceAsync(string network, ServiceOptions options, ServiceSpec spec, CancellationToken ct);
+
+    /// <summary>Removes a service (its instances are gone already).</summary>
+    Task RemoveServiceAsync(string network, string service, CancellationToken ct);
+
+    /// <summary>Adds an instance.</summary>
+    Task AddInstanceAsync(string network, string service, InstanceOptions options, InstanceSpec spec, CancellationToken ct);
+
+    /// <summary>Changes an instance in place.</summary>
+    Task UpdateInstanceAsync(string network, string name, InstanceOptions options, CancellationToken ct);
+
+    /// <summary>Removes an instance: at once (<paramref name="now"/>, waited for), or draining as the network says (not waited for).</summary>
+    Task RemoveInstanceAsync(string network, string name, bool now, CancellationToken ct);
+}
+
+/// <summary>A single host's networks, as <see cref="Applier"/> sees them.</summary>
+public sealed class LocalApplyTarget(RelayDaemon daemon) : IApplyTarget
+{
+    /// <inheritdoc/>
+    public bool HasNetwork(string network) => daemon.HasNetwork(network);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<string> SettingsDiffer(string network, NetworkOptions wanted) => Applier.Differences(daemon.Network(network).Options, wanted);
+
+    /// <inheritdoc/>
+    public IReadOnlyList<ServiceInfo> Services(string network) => daemon.Network(network).Services;
+
+    /// <inheritdoc/>
+    public IReadOnlyList<InstanceInfo> Instances(string network) => daemon.Network(network).Instances;
+
+    /// <inheritdoc/>
+    public HealthSpec? HealthSpecOf(string network, string instance) => daemon.Network(network).HealthSpecOf(instance);
+
+    /// <inheritdoc/>
+    public string? NodeUnavailable(string network, string node)
+        => node == (daemon.Options.Node ?? Environment.MachineName) ? null : $"no node '{node}': this daemon is a single host; 'node' needs a cluster (relay daemon --etcd ...)";
+
+    /// <inheritdoc/>
+    public string? InstanceUpdatesUnavailable => null;
+
+    /// <inheritdoc/>
+    public Task CreateNetworkAsync(NetworkOptions options, CancellationToken ct)
+    {
+        daemon.CreateNetwork(options);
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc/>
+    public Task AddServicesAsync(string network, IReadOnlyList<(ServiceOptions Options, ServiceSpec Spec)> services, CancellationToken ct)
+    {
+        daemon.Network(network).AddServices([.. services.Select(s => s.Options)]);
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc/>
+    public Task UpdateServiceAsync(string network, ServiceOptions options, ServiceSpec spec, CancellationToken ct)
+    {
+        daemon.Network(network).UpdateService(options);
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc/>
+    public Task RemoveServiceAsync(string network, string service, CancellationToken ct)
+    {
+        daemon.Network(network).RemoveService(service);
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc/>
+    public Task AddInstanceAsync(string network, string service, InstanceOptions options, InstanceSpec spec, CancellationToken ct)
+    {
+        daemon.Network(network).AddInstance(service, options);
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc/>
+    public Task UpdateInstanceAsync(string network, string name, InstanceOptions options, CancellationToken ct)
+    {
+        daemon.Network(network).UpdateInstance(name, options);
+        return Task.CompletedTask;
+    }
+
+    /// <inheritdoc/>
+    public Task RemoveInstanceAsync(string network, string name, bool now, CancellationToken ct)
+    {
+        var removal = daemon.Network(network).RemoveInstanceAsync(name, now ? TimeSpan.Zero : null);
+        return now ? removal : Task.CompletedTask;
+    }
+}
+
+/// <summary>
 /// Makes the networks named by a <see cref="DesiredState"/> match it: validates everything first
 /// (nothing is applied when anything is wrong), plans the differences, then applies them in an order
 /// that keeps traffic flowing (new before old). Networks the document does not name are not touched.
-/// Applying the same document twice changes nothing.
+/// Applying the same document twice changes nothing. The same on one host and in a cluster: only
+/// the <see cref="IApplyTarget"/> differs.
 /// </summary>
-public sealed class Applier(RelayDaemon daemon)
+public sealed class Applier(IApplyTarget target)
 {
+    /// <summary>Applies to a single host's networks.</summary>
+    public Applier(RelayDaemon daemon) : this(new LocalApplyTarget(daemon))
+    {
+    }
+
     /// <summary>Plans, and unless <paramref name="dryRun"/>, applies <paramref name="state"/>.</summary>
-    public async Task<ApplyResult> ApplyAsync(DesiredState state, bool dryRun)
+    public async Task<ApplyResult> ApplyAsync(DesiredState state, bool dryRun, CancellationToken ct = default)
     {
         var errors = new ErrorCollector();
         errors.AddRange(SpecMapping.Validate(state));
@@ -60,37 +191,36 @@ public sealed class Applier(RelayDaemon daemon)
         }
         foreach (var (options, _) in plan.NewNetworks)
         {
-            daemon.CreateNetwork(options);
+            await target.CreateNetworkAsync(options, ct).ConfigureAwait(false);
         }
         foreach (var (network, changes) in plan.Networks)
         {
-            var net = daemon.Network(network);
             if (changes.AddServices.Count > 0)
             {
-                net.AddServices(changes.AddServices);
+                await target.AddServicesAsync(network, changes.AddServices, ct).ConfigureAwait(false);
             }
-            foreach (var s in changes.UpdateServices)
+            foreach (var (options, spec) in changes.UpdateServices)
             {
-                net.UpdateService(s);
+                await target.UpdateServiceAsync(network, options, spec, ct).ConfigureAwait(false);
             }
             // Instances of services that go are cut at once: the service goes with them.
-            await Task.WhenAll(changes.RemoveInstancesNow.Select(i => net.RemoveInstanceAsync(i, TimeSpan.Zero))).ConfigureAwait(false);
+            await Task.WhenAll(changes.RemoveInstancesNow.Select(i => target.RemoveInstanceAsync(network, i, now: true, ct))).ConfigureAwait(false);
             foreach (var s in changes.RemoveServices)
             {
-                net.RemoveService(s);
+                await target.RemoveServiceAsync(network, s, ct).ConfigureAwait(false);
             }
-            foreach (var (service, options) in changes.AddInstances)
+            foreach (var (service, options, spec) in changes.AddInstances)
             {
-                net.AddInstance(service, options);
+                await target.AddInstanceAsync(network, service, options, spec, ct).ConfigureAwait(false);
             }
             foreach (var (name, options) in changes.UpdateInstances)
             {
-                net.UpdateInstance(name, options);
+                await target.UpdateInstanceAsync(network, name, options, ct).ConfigureAwait(false);
             }
             // The others drain as the network's drain timeout says; apply does not wait for them.
             foreach (var i in changes.RemoveInstances)
             {
-                _ = net.RemoveInstanceAsync(i);
+                await target.RemoveInstanceAsync(network, i, now: false, ct).ConfigureAwait(false);
             }
         }
         return new ApplyResult(false, plan.Steps);
@@ -98,10 +228,10 @@ public sealed class Applier(RelayDaemon daemon)
 
     private sealed class NetworkChanges
     {
-        public List<ServiceOptions> AddServices { get; } = [];
-        public List<ServiceOptions> UpdateServices { get; } = [];
+        public List<(ServiceOptions Options, ServiceSpec Spec)> AddServices { get; } = [];
+        public List<(ServiceOptions Options, ServiceSpec Spec)> UpdateServices { get; } = [];
         public List<string> RemoveServices { get; } = [];
-        public List<(string Service, InstanceOptions Options)> AddInstances { get; } = [];
+        public List<(string Service, InstanceOptions Options, InstanceSpec Spec)> AddInstances { get; } = [];
         public List<(string Name, InstanceOptions Options)> UpdateInstances { get; } = [];
         public List<string> RemoveInstances { get; } = [];
         public List<string> RemoveInstancesNow { get; } = [];
@@ -119,14 +249,13 @@ public sealed class Applier(RelayDaemon daemon)
             var spec = state.Networks[i];
             var options = SpecMapping.ToNetworkOptions(spec, $"networks[{i}]", new ErrorCollector()) with { Name = spec.Name!.ToLowerInvariant() };
             names.Add(options.Name);
-            if (!daemon.HasNetwork(options.Name))
+            if (!target.HasNetwork(options.Name))
             {
                 newNetworks.Add((options, i));
                 steps.Add(new ApplyStep(ApplyActions.Create, "network", options.Name, options.Name));
                 continue;
             }
-            var current = daemon.Network(options.Name).Options;
-            var differs = Differences(current, options);
+            var differs = target.SettingsDiffer(options.Name, options);
             if (differs.Count > 0)
             {
                 errors.Add(ErrorCode.Conflict, $"networks[{i}]", $"network '{options.Name}' exists with other settings ({string.Join(", ", differs)}); a network's pools and settings are fixed: 'relay down --network {options.Name}' first");
@@ -135,7 +264,13 @@ public sealed class Applier(RelayDaemon daemon)
         }
         foreach (var n in state.Services.Select(s => Net(s.Network)).Concat(state.Instances.Select(i => Net(i.Network))))
         {
-            if (!names.Contains(n) && !daemon.HasNetwork(n))
+            if (!names.Contains(n) && !target.HasNetwork(n) && n == SpecMapping.DefaultNetwork)
+            {
+                // The default network comes into being with its first service, as 'relay service add' makes it.
+                newNetworks.Add((new NetworkOptions { Name = n }, -1));
+                steps.Add(new ApplyStep(ApplyActions.Create, "network", n, n));
+            }
+            else if (!names.Contains(n) && !target.HasNetwork(n))
             {
                 var index = state.Services.Select((s, i) => (s, i)).Where(x => Net(x.s.Network) == n).Select(x => $"services[{x.i}].network")
                     .Concat(state.Instances.Select((s, i) => (s, i)).Where(x => Net(x.s.Network) == n).Select(x => $"instances[{x.i}].network")).First();
@@ -148,9 +283,9 @@ public sealed class Applier(RelayDaemon daemon)
         foreach (var network in names)
         {
             var changes = plan[network] = new NetworkChanges();
-            var existing = daemon.HasNetwork(network) ? daemon.Network(network) : null;
-            var currentServices = existing?.Services.ToDictionary(s => s.Name, StringComparer.Ordinal) ?? [];
-            var currentInstances = existing?.Instances.ToDictionary(i => i.Name, StringComparer.Ordinal) ?? [];
+            var exists = target.HasNetwork(network) && !newNetworks.Exists(x => x.Item1.Name == network);
+            var currentServices = exists ? target.Services(network).ToDictionary(s => s.Name, StringComparer.Ordinal) : [];
+            var currentInstances = exists ? target.Instances(network).ToDictionary(i => i.Name, StringComparer.Ordinal) : [];
             var wantedServices = new HashSet<string>(StringComparer.Ordinal);
             for (var i = 0; i < state.Services.Count; i++)
             {
@@ -165,7 +300,7 @@ public sealed class Applier(RelayDaemon daemon)
                 wantedServices.Add(name);
                 if (!currentServices.TryGetValue(name, out var current))
                 {
-                    changes.AddServices.Add(options);
+                    changes.AddServices.Add((options, spec));
                     steps.Add(new ApplyStep(ApplyActions.Create, "service", network, name));
                     continue;
                 }
@@ -185,7 +320,7 @@ public sealed class Applier(RelayDaemon daemon)
                 }
                 if (detail.Count > 0)
                 {
-                    changes.UpdateServices.Add(options);
+                    changes.UpdateServices.Add((options, spec));
                 }
                 steps.Add(new ApplyStep(detail.Count > 0 ? ApplyActions.Update : ApplyActions.Unchanged, "service", network, name, string.Join("; ", detail)));
             }
@@ -201,6 +336,10 @@ public sealed class Applier(RelayDaemon daemon)
                 var name = spec.Name!.ToLowerInvariant();
                 var service = ServiceName.Parse(spec.Service).Value;
                 wantedInstances.Add(name);
+                if (spec.Node is { } wantedNode && target.NodeUnavailable(network, wantedNode) is { } noNode)
+                {
+                    errors.Add(ErrorCode.NotFound, $"instances[{i}].node", noNode);
+                }
                 if (!currentInstances.TryGetValue(name, out var current) || current.Service != service)
                 {
                     if (current is not null)
@@ -209,7 +348,7 @@ public sealed class Applier(RelayDaemon daemon)
                         changes.RemoveInstancesNow.Add(name);
                         steps.Add(new ApplyStep(ApplyActions.Remove, "instance", network, name, $"was of {current.Service}"));
                     }
-                    changes.AddInstances.Add((service, options with { Name = name }));
+                    changes.AddInstances.Add((service, options with { Name = name }, spec with { Name = name, Service = service }));
                     steps.Add(new ApplyStep(ApplyActions.Create, "instance", network, name));
                     continue;
                 }
@@ -222,7 +361,7 @@ public sealed class Applier(RelayDaemon daemon)
                 {
                     detail.Add($"restart {current.Restart} -> {options.Restart}");
                 }
-                if (JsonSerializer.Serialize(existing!.HealthSpecOf(name)) != JsonSerializer.Serialize(options.Health))
+                if (JsonSerializer.Serialize(target.HealthSpecOf(network, name)) != JsonSerializer.Serialize(options.Health))
                 {
                     detail.Add("health check");
                 }
@@ -230,8 +369,16 @@ public sealed class Applier(RelayDaemon daemon)
                 {
                     detail.Add(options.Standby ? "to standby" : "into the balancer");
                 }
+                if (spec.Node is { } node && current.Node is { } on && !string.Equals(node, on, StringComparison.Ordinal))
+                {
+                    errors.Add(ErrorCode.Conflict, $"instances[{i}].node", $"instance '{name}' runs on node '{on}', not '{node}': an instance does not change nodes in place; 'relay migrate {service} --to' an instance on '{node}', or give this one another name");
+                }
                 if (detail.Count > 0)
                 {
+                    if (target.InstanceUpdatesUnavailable is { } why)
+                    {
+                        errors.Add(ErrorCode.Invalid, $"instances[{i}]", $"instance '{name}' differs ({string.Join("; ", detail)}): {why}");
+                    }
                     changes.UpdateInstances.Add((name, options));
                 }
                 steps.Add(new ApplyStep(detail.Count > 0 ? ApplyActions.Update : ApplyActions.Unchanged, "instance", network, name, string.Join("; ", detail)));
@@ -266,7 +413,8 @@ public sealed class Applier(RelayDaemon daemon)
     private static bool SamePorts(IReadOnlyList<PortMapping> a, IReadOnlyList<PortMapping> b)
         => a.Select(p => p.ToString()).Order(StringComparer.Ordinal).SequenceEqual(b.Select(p => p.ToString()).Order(StringComparer.Ordinal));
 
-    private static List<string> Differences(NetworkOptions current, NetworkOptions wanted)
+    /// <summary>The fixed settings of a single host's network that differ.</summary>
+    internal static List<string> Differences(NetworkOptions current, NetworkOptions wanted)
     {
         var d = new List<string>();
         void Check(string what, string a, string b)

@@ -23,7 +23,7 @@ internal sealed class DesiredStateReader
     private static readonly string[] NetworkKeys = ["name", "instancePool4", "instancePool6", "virtualPool4", "virtualPool6", "flowPool4", "flowPool6", "drain", "dns"];
     private static readonly string[] DnsKeys = ["enabled", "zones", "ttl", "upstreams"];
     private static readonly string[] ServiceKeys = ["network", "name", "policy", "ports", "addressing", "vip4", "vip6"];
-    private static readonly string[] InstanceKeys = ["network", "service", "name", "command", "restart", "health", "standby"];
+    private static readonly string[] InstanceKeys = ["network", "service", "name", "command", "restart", "health", "standby", "node"];
     private static readonly string[] HealthKeys = ["type", "command", "port", "path", "interval", "timeout", "healthyThreshold", "unhealthyThreshold"];
     private static readonly string[] AddressingValues = [AddressingModes.Service, AddressingModes.Flow];
 
@@ -240,6 +240,7 @@ internal sealed class DesiredStateReader
             Restart = ReadChoice(f, "restart", "restart policy", RestartPolicies.All, r => RestartPolicies.TryParse(r, out _)),
             Health = ReadMapping(f, "health", "{type: tcp, port: 8080}", HealthKeys, ReadHealth),
             Standby = ReadBool(f, "standby"),
+            Node = ReadString(f, "node"),
         };
     }
 

@@ -71,11 +71,14 @@ public static class ClusterEndpoints
                 ?? throw new RelayException(ErrorCode.NotFound, "name", $"no service '{canonical}'" + (network is null ? " in any network" : $" in network '{network}'"));
         });
 
+        v1.MapPost("/apply", async (DesiredState state, bool? dryRun, CancellationToken ct) =>
+            await new Applier(cluster).ApplyAsync(state, dryRun == true, ct).ConfigureAwait(false));
+
         // What a cluster does not carry yet says so, instead of answering from an empty single-host view.
         foreach (var (method, pattern) in new[]
         {
             ("GET", "/networks/{network}/table"), ("GET", "/networks/{network}/instances/{instance}/logs"), ("GET", "/networks/{network}/flows"),
-            ("POST", "/networks/{network}/flows/repoint"), ("POST", "/apply"),
+            ("POST", "/networks/{network}/flows/repoint"),
         })
         {
             v1.MapMethods(pattern, [method], () =>

@@ -1,0 +1,92 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Relay.Core.Errors;
+using Relay.Engine;
+using Relay.Engine.Api;
+
+namespace Relay.Daemon.Cluster;
+
+/// <summary>
+/// <c>relay apply</c> on a cluster node: the same planner as on one host (<see cref="Applier"/>),
+/// writing through the cluster's own guarded transactions, each waited for until every live node
+/// applied it. An instance is not changed in place in a cluster yet (its node would have to restart
+/// its command or check): the plan says so and nothing is applied.
+/// </summary>
+public sealed partial class ClusterNetworks : IApplyTarget
+{
+    /// <summary>Whether the cluster has <paramref name="network"/>.</summary>
+    public bool HasNetwork(string network) => (_claims ?? Relay.Cluster.ClusterState.Networks(State.State)).ContainsKey(network);
+
+    IReadOnlyList<string> IApplyTarget.SettingsDiffer(string network, NetworkOptions wanted)
+    {
+        var (claim, _) = Read(network);
+        var d = new List<string>();
+        void Check(string what, string a, string b)
+        {
+            if (!string.Equals(a, b, StringComparison.OrdinalIgnoreCase))
+            {
+                d.Add($"{what} {a} != {b}");
+            }
+        }
+        // What a cluster's network keeps (the rest of a network's settings are not in its record yet).
+        Check("instancePool4", claim.InstancePool4, wanted.InstancePool4);
+        Check("instancePool6", claim.InstancePool6, wanted.InstancePool6);
+        Check("virtualPool4", claim.VirtualPool4, wanted.VirtualPool4);
+        Check("virtualPool6", claim.VirtualPool6, wanted.VirtualPool6);
+        Check("dns.zones", string.Join(',', claim.Zones), string.Join(',', wanted.Dns.Zones));
+        return d;
+    }
+
+    /// <summary>An instance's health check as it was given (null: none).</summary>
+    public HealthSpec? HealthSpecOf(string network, string instance)
+        => Read(network).State.Instances.TryGetValue(instance, out var entry) && entry.HealthSpec is { } text ? JsonSerializer.Deserialize<HealthSpec>(text, HealthJson) : null;
+
+    string? IApplyTarget.NodeUnavailable(string network, string node)
+    {
+        // Live nodes are the cluster's, not a network's: those whose lease holds their key.
+        var nodes = State.State.Keys.Where(k => k.StartsWith(Relay.Cluster.ClusterKeys.NodesPrefix, StringComparison.Ordinal)).Select(Relay.Cluster.ClusterKeys.Leaf).ToArray();
+        return nodes.Contains(node, StringComparer.Ordinal) ? null : $"no live node '{node}' (nodes: {string.Join(", ", nodes)})";
+    }
+
+    string? IApplyTarget.InstanceUpdatesUnavailable
+        => "an instance is not changed in place on a cluster yet; give it another name (the new one starts, the old one drains) or 'relay migrate' to a new instance";
+
+    async Task IApplyTarget.CreateNetworkAsync(NetworkOptions options, CancellationToken ct) => await CreateNetworkAsync(options, ct).ConfigureAwait(false);
+
+    async Task IApplyTarget.AddServicesAsync(string network, IReadOnlyList<(ServiceOptions Options, ServiceSpec Spec)> services, CancellationToken ct)
+    {
+        foreach (var (_, spec) in services)
+        {
+            await AddServiceAsync(network, spec, ct).ConfigureAwait(false);
+        }
+    }
+
+    Task IApplyTarget.UpdateServiceAsync(string network, ServiceOptions options, ServiceSpec spec, CancellationToken ct) => UpdateServiceAsync(network, spec, ct);
+
+    Task IApplyTarget.RemoveServiceAsync(string network, string service, CancellationToken ct) => RemoveServiceAsync(network, service, force: true, ct);
+
+    async Task IApplyTarget.AddInstanceAsync(string network, string service, InstanceOptions options, InstanceSpec spec, CancellationToken ct)
+        => await AddInstanceAsync(network, spec, ct).ConfigureAwait(false);
+
+    Task IApplyTarget.UpdateInstanceAsync(string network, string name, InstanceOptions options, CancellationToken ct)
+        => throw new RelayException(ErrorCode.Invalid, "instance", ((IApplyTarget)this).InstanceUpdatesUnavailable!);
+
+    Task IApplyTarget.RemoveInstanceAsync(string network, string name, bool now, CancellationToken ct) => RemoveInstanceAsync(network, name, now ? TimeSpan.Zero : null, ct);
+
+    /// <summary>Changes a service's policy or ports: one guarded transaction, waited for; its virtual addresses and balancer stay.</summary>
+    public async Task<ServiceInfo> UpdateServiceAsync(string network, ServiceSpec spec, CancellationToken ct)
+    {
+        var errors = new ErrorCollector();
+        var options = SpecMapping.ToServiceOptions(spec, "service", errors);
+        errors.ThrowIfAny();
+        var current = Service(network, options.Name);
+        var json = new JsonObject
+        {
+            ["policy"] = options.Policy,
+            ["ports"] = new JsonArray([.. options.Ports.Select(p => (JsonNode)JsonValue.Create(p.ToString())!)]),
+        };
+        var revision = await Allocator(Node).UpdateServiceSpecAsync(network, current.Name, json, ct).ConfigureAwait(false);
+        await WaitAsync(revision, ct).ConfigureAwait(false);
+        return Service(network, current.Name);
+    }
+}
