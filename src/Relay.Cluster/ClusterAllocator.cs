@@ -8,6 +8,7 @@ using Google.Protobuf;
 using Relay.Cluster.Etcd;
 using Relay.Core.Addressing;
 using Relay.Core.Errors;
+using Relay.Core.Reconcile;
 
 namespace Relay.Cluster;
 
@@ -173,8 +174,9 @@ public sealed class ClusterAllocator
     /// <summary>
     /// Re-points <paramref name="service"/> to <paramref name="target"/>, make before break, in ONE
     /// transaction that holds only if none of the records it read changed since: the target becomes
-    /// active and takes the slot of the instance it replaces (the first active one, or a new slot),
-    /// every other active instance of the service starts draining. Every node applies the result
+    /// active and takes the slot of the instance it replaces (<c>from</c> when named, else the first
+    /// active one; a new slot when none), and the instances it replaces (<c>from</c>, else every
+    /// other active instance of the service) start draining. Every node applies the result
     /// from its watch; the revision returned is the one to wait for.
     /// </summary>
     public async Task<long> RepointAsync(string network, string service, string target, CancellationToken ct = default)
@@ -185,12 +187,12 @@ public sealed class ClusterAllocator
     /// leave get <paramref name="drainUntil"/> (their node removes them then at the latest) and are
     /// returned.
     /// </summary>
-    public async Task<(long Revision, IReadOnlyList<string> Draining)> RepointAsync(string network, string service, string target, DateTimeOffset? drainUntil, CancellationToken ct = default)
+    public async Task<(long Revision, IReadOnlyList<string> Draining)> RepointAsync(string network, string service, string target, DateTimeOffset? drainUntil, CancellationToken ct = default, string? from = null)
     {
         var serviceKv = await _etcd.GetAsync(ClusterKeys.Service(network, service), ct).ConfigureAwait(false)
             ?? throw new RelayException(ErrorCode.NotFound, "service", $"no service {service} in network {network}");
         var (kvs, _) = await _etcd.GetPrefixAsync(ClusterKeys.InstancesPrefix(network), ct).ConfigureAwait(false);
-        var txn = Repoint(network, service, target, drainUntil, (serviceKv.Value.ToStringUtf8(), ModIs(serviceKv)),
+        var txn = Repoint(network, service, target, from, drainUntil, (serviceKv.Value.ToStringUtf8(), ModIs(serviceKv)),
             kvs.Select(kv => (kv.Key.ToStringUtf8(), kv.Value.ToStringUtf8(), ModIs(kv))), out var draining);
         var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
         return response.Succeeded
@@ -199,23 +201,23 @@ public sealed class ClusterAllocator
     }
 
     /// <summary>
-    /// As <see cref="RepointAsync(string, string, string, DateTimeOffset?, CancellationToken)"/>, from
+    /// As <see cref="RepointAsync(string, string, string, DateTimeOffset?, CancellationToken, string)"/>, from
     /// records the caller already holds (its watch's view: the service's value and its instances'
     /// keys and values), guarded by those values: one round trip instead of three. When a record
     /// changed meanwhile (the view was behind) it reads them from the store and tries once more.
     /// </summary>
     public async Task<(long Revision, IReadOnlyList<string> Draining)> RepointAsync(string network, string service, string target, DateTimeOffset? drainUntil,
-        string serviceValue, IEnumerable<(string Key, string Value)> instances, CancellationToken ct = default)
+        string serviceValue, IEnumerable<(string Key, string Value)> instances, CancellationToken ct = default, string? from = null)
     {
-        var txn = Repoint(network, service, target, drainUntil, (serviceValue, ValueIs(ClusterKeys.Service(network, service), serviceValue)),
+        var txn = Repoint(network, service, target, from, drainUntil, (serviceValue, ValueIs(ClusterKeys.Service(network, service), serviceValue)),
             instances.Select(i => (i.Key, i.Value, ValueIs(i.Key, i.Value))), out var draining);
         var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
         return response.Succeeded
             ? (response.Header.Revision, draining)
-            : await RepointAsync(network, service, target, drainUntil, ct).ConfigureAwait(false);
+            : await RepointAsync(network, service, target, drainUntil, ct, from).ConfigureAwait(false);
     }
 
-    private static TxnRequest Repoint(string network, string service, string target, DateTimeOffset? drainUntil,
+    private static TxnRequest Repoint(string network, string service, string target, string? from, DateTimeOffset? drainUntil,
         (string Value, Compare Guard) serviceRecord, IEnumerable<(string Key, string Value, Compare Guard)> instanceRecords, out IReadOnlyList<string> draining)
     {
         var claim = ClusterJson.TryParse(serviceRecord.Value, ClusterJson.Default.ServiceClaim)
@@ -227,19 +229,24 @@ public sealed class ClusterAllocator
         {
             throw new RelayException(ErrorCode.NotFound, "to", $"no instance {target} of service {service} in network {network}");
         }
-        var active = instances.Where(x => x.Claim!.Id != target && x.Claim.Mode is null or "active").ToArray();
-        var slots = (claim.Slots?.AsEnumerable() ?? instances.Where(x => x.Claim!.Mode is null or "active").Select(x => x.Claim!.Id).Order(StringComparer.Ordinal)).ToList();
-        var replaced = slots.FindIndex(s => active.Any(a => a.Claim!.Id == s));
-        slots.RemoveAll(s => s == target);
-        if (replaced >= 0 && replaced < slots.Count)
+        // The instance that leaves (every other active one when none is named) drains; the target
+        // takes its slot by the single host's rule (BalancerSlots), the others' slots go.
+        var active = instances.Where(x => x.Claim!.Id != target && x.Claim.Mode is null or "active" && (from is null || x.Claim.Id == from)).ToArray();
+        if (from is not null && active.Length == 0)
         {
-            slots[replaced] = target;
+            throw new RelayException(ErrorCode.Conflict, "from", $"instance {from} of service {service} is not in the balancer");
         }
-        else
+        var slots = (claim.Slots?.AsEnumerable() ?? instances.Where(x => x.Claim!.Mode is null or "active").Select(x => x.Claim!.Id).Order(StringComparer.Ordinal)).ToList();
+        var leaving = active.Select(a => a.Claim!.Id).OrderBy(id => slots.IndexOf(id) is var i && i >= 0 ? i : int.MaxValue).ToArray();
+        if (leaving.Length > 0)
+        {
+            slots = [.. BalancerSlots.Repoint(slots, leaving[0], target)];
+        }
+        else if (!slots.Contains(target, StringComparer.Ordinal))
         {
             slots.Add(target);
         }
-        slots.RemoveAll(s => s != target && active.Any(a => a.Claim!.Id == s));
+        slots.RemoveAll(s => s != target && leaving.Contains(s, StringComparer.Ordinal));
 
         var txn = new TxnRequest();
         txn.Compare.Add(serviceRecord.Guard);

@@ -69,11 +69,8 @@ public sealed partial class RelayNetwork
             errors.ThrowIfAny();
 
             var started = Stopwatch.GetTimestamp();
-            // In place: the new instance takes the old one's slot, so with round-robin and random
-            // exactly the old instance's flows move and the others stay where they are.
-            var backends = next!.State == InstanceState.Active
-                ? svc!.Backends.Remove(old!.Name)
-                : svc!.Backends.SetItem(svc.Backends.IndexOf(old!.Name), next.Name);
+            // In place: the new instance takes the old one's slot (the cluster's rule too).
+            var backends = ImmutableList.CreateRange(Relay.Core.Reconcile.BalancerSlots.Repoint(svc!.Backends, old!.Name, next!.Name));
             var deadline = drain ?? _options.DrainTimeout;
             var step = Begin();
             step.Put(GrowBackends(svc, backends));

@@ -614,8 +614,8 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         var until = DateTimeOffset.UtcNow + (drain ?? TimeSpan.FromSeconds(30));
         var (revision, _) = keys.TryGetValue(ClusterKeys.Service(network, svc.Name), out var record)
-            ? await Allocator(Node).RepointAsync(network, svc.Name, to, until, record, records, ct).ConfigureAwait(false)
-            : await Allocator(Node).RepointAsync(network, svc.Name, to, until, ct).ConfigureAwait(false);
+            ? await Allocator(Node).RepointAsync(network, svc.Name, to, until, record, records, ct, from).ConfigureAwait(false)
+            : await Allocator(Node).RepointAsync(network, svc.Name, to, until, ct, from).ConfigureAwait(false);
         var written = Stopwatch.GetTimestamp();
         var behind = await WaitAppliedAsync(revision, ApplyTimeout, ct).ConfigureAwait(false);
         var applied = Stopwatch.GetTimestamp();

@@ -29,7 +29,7 @@ public sealed class ClusterApplyTests(ITestOutputHelper output)
         """;
 
     [Fact]
-    public async Task Apply_OnAnyHost_PlacesInstancesOnTheirNodes_IsIdempotent_AppliesOnlyTheDifference_AndRefusesWhatItCannotDo()
+    public async Task Apply_OnAnyHost_PlacesInstancesOnTheirNodes_IsIdempotent_AppliesOnlyTheDifference_AndRefusesWhatItCannotDo_AndMigrateMovesOnlyFrom()
     {
         var lab = await LabFixture.UpWithDaemonsAsync(TimeSpan.FromSeconds(2));
         var dir = Path.Combine(lab.Directory, "apply");
@@ -81,6 +81,20 @@ public sealed class ClusterApplyTests(ITestOutputHelper output)
             {
                 Assert.Equal("maglev", services.RootElement.EnumerateArray().Single(s => s.GetProperty("name").GetString() == "b.com").GetProperty("policy").GetString());
             }
+
+            // A migration with --from among two active instances moves that one only, into its
+            // slot (the single host's rule): b-3 stays in the balancer.
+            Ok(lab, 1, "instance", "add", "b.com", "--name", "b-4", "--standby", "--node", lab.Hosts[2].Name);
+            Ok(lab, 0, "migrate", "b.com", "--from", "b-1", "--to", "b-4");
+            using (var services = JsonDocument.Parse(Ok(lab, 2, "service", "ls", "-o", "json")))
+            {
+                var b = services.RootElement.EnumerateArray().Single(s => s.GetProperty("name").GetString() == "b.com");
+                Assert.Equal(["b-4", "b-3"], b.GetProperty("backends").EnumerateArray().Select(x => x.GetString()));
+            }
+            // b-1 drains (gone already when it had no TCP flow); b-3 was not touched.
+            var left = Instances(lab, 0);
+            Assert.DoesNotContain(left, i => i.GetProperty("name").GetString() == "b-1" && i.GetProperty("state").GetString() != "draining");
+            Assert.Equal("active", left.Single(i => i.GetProperty("name").GetString() == "b-3").GetProperty("state").GetString());
         }
         finally
         {
