@@ -17,8 +17,12 @@ public static class ClusterPlacement
     /// <summary>One instance to start again on <paramref name="Target"/>.</summary>
     public sealed record Move(InstanceEntry Instance, string Target);
 
-    /// <summary>The moves <paramref name="state"/> calls for, in instance-name order; none when no node is live.</summary>
-    public static IReadOnlyList<Move> Rescheduling(NetworkState state)
+    /// <summary>
+    /// The moves <paramref name="state"/> calls for, in instance-name order; none when no node is
+    /// live. <paramref name="due"/> says of a lost node whether its instances may move yet (null: all
+    /// may); those of a node still in its grace period are left where they are.
+    /// </summary>
+    public static IReadOnlyList<Move> Rescheduling(NetworkState state, Func<string, bool>? due = null)
     {
         if (state.Nodes.Count == 0)
         {
@@ -32,7 +36,7 @@ public static class ClusterPlacement
             {
                 load[instance.Node] = count + 1;
             }
-            else if (Restartable(instance))
+            else if (Restartable(instance) && (due is null || due(instance.Node)))
             {
                 orphans.Add(instance);
             }

@@ -74,6 +74,10 @@ public sealed partial class ClusterMembership : IAsyncDisposable
         {
             errors.Add(ErrorCode.Invalid, "--lease-ttl", $"the node lease TTL must be between 1s and 5m, not {options.LeaseTtl.TotalSeconds:0.###}s");
         }
+        if (options.RescheduleAfter < TimeSpan.Zero || options.RescheduleAfter > TimeSpan.FromDays(1))
+        {
+            errors.Add(ErrorCode.Invalid, "--reschedule-after", $"the wait before a lost node's instances start elsewhere must be between 0s and 1d, not {Relay.Core.Model.Duration.Format(options.RescheduleAfter)}");
+        }
     }
 
     private const int JoinAttempts = 40;

@@ -30,6 +30,14 @@ public sealed record DaemonOptions
     /// <summary>The node lease's time to live (<c>--lease-ttl</c>).</summary>
     public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(3);
 
+    /// <summary>
+    /// How long a lost node's instances wait before they start again on a live node
+    /// (<c>--reschedule-after</c>): 0, the default, moves them as soon as the lease expired (as
+    /// Swarm does); longer rides out a node that comes back soon (Kubernetes waits 5 minutes).
+    /// They leave the balancers at once either way.
+    /// </summary>
+    public TimeSpan RescheduleAfter { get; init; }
+
     /// <summary>True when the daemon is a node of a cluster.</summary>
     public bool Clustered => Etcd.Count > 0;
 

@@ -276,10 +276,11 @@ internal static class OperationCommands
         var etcd = new Option<string?>("--etcd") { Description = "Join a cluster: its etcd endpoints, comma-separated (http://ADDRESS:PORT, the local member first). Without it: a single host." };
         var underlay = new Option<string?>("--underlay") { Description = "The address other nodes reach this one at (VXLAN's outer address)." };
         var ttl = new Option<string>("--lease-ttl") { Description = "The node lease's TTL: how soon the cluster notices this node is gone.", DefaultValueFactory = _ => "3s" };
-        var config = new Option<FileInfo?>("--config") { Description = "A YAML file with the daemon's settings (node, etcd, underlay, leaseTtl, socket, stateDir, recordDir); a flag given on the command line wins over it." };
+        var reschedule = new Option<string>("--reschedule-after") { Description = "How long a lost node's instances wait before they start again on a live node (they leave the balancers at once).", DefaultValueFactory = _ => "0s" };
+        var config = new Option<FileInfo?>("--config") { Description = "A YAML file with the daemon's settings (node, etcd, underlay, leaseTtl, rescheduleAfter, socket, stateDir, recordDir); a flag given on the command line wins over it." };
         var cmd = new Command("daemon", "Run the relay daemon in the foreground: the API on a unix socket (root only), the store, health checks, supervision. SIGTERM stops it and leaves the networks running; the next start adopts them. With --etcd it joins a cluster as node --node; --config reads those settings from a YAML file.")
         {
-            state, records, node, etcd, underlay, ttl, config,
+            state, records, node, etcd, underlay, ttl, reschedule, config,
         };
 
         cmd.SetAction((p, ct) => Guard(async () =>
@@ -306,10 +307,17 @@ internal static class OperationCommands
             // A flag given on the command line wins; then the file; then the flag's default.
             T Pick<T>(Option<T> option, T? fromFile) => p.GetResult(option) is { Implicit: false } || fromFile is null ? p.GetValue(option)! : fromFile;
             var leaseText = Pick(ttl, file.LeaseTtl);
+            var rescheduleText = Pick(reschedule, file.RescheduleAfter);
+            var errors = new Relay.Core.Errors.ErrorCollector();
             if (!Relay.Core.Model.Duration.TryParse(leaseText, out var leaseTtl, out var reason))
             {
-                throw new Relay.Core.Errors.RelayException(Relay.Core.Errors.ErrorCode.Invalid, file.LeaseTtl == leaseText ? "leaseTtl" : "--lease-ttl", reason);
+                errors.Add(Relay.Core.Errors.ErrorCode.Invalid, file.LeaseTtl == leaseText ? "leaseTtl" : "--lease-ttl", reason);
             }
+            if (!Relay.Core.Model.Duration.TryParse(rescheduleText, out var rescheduleAfter, out var why))
+            {
+                errors.Add(Relay.Core.Errors.ErrorCode.Invalid, file.RescheduleAfter == rescheduleText ? "rescheduleAfter" : "--reschedule-after", why);
+            }
+            errors.ThrowIfAny();
             var options = new DaemonOptions
             {
                 Socket = Pick(Socket, file.Socket),
@@ -321,6 +329,7 @@ internal static class OperationCommands
                     : [.. file.Etcd ?? []],
                 Underlay = p.GetResult(underlay) is { Implicit: false } ? p.GetValue(underlay) : file.Underlay,
                 LeaseTtl = leaseTtl,
+                RescheduleAfter = rescheduleAfter,
             };
             return await DaemonHost.RunAsync(options, p.GetValue(verbose) ? LogLevel.Debug : LogLevel.Information, ct).ConfigureAwait(false);
         }));

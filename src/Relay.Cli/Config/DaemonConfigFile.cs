@@ -25,6 +25,7 @@ public sealed record DaemonConfigFile
         ["etcd"] = "--etcd",
         ["underlay"] = "--underlay",
         ["leaseTtl"] = "--lease-ttl",
+        ["rescheduleAfter"] = "--reschedule-after",
         ["socket"] = "--socket",
         ["stateDir"] = "--state-dir",
         ["recordDir"] = "--record-dir",
@@ -41,6 +42,9 @@ public sealed record DaemonConfigFile
 
     /// <summary>The node lease's TTL as written (<c>--lease-ttl</c>).</summary>
     public string? LeaseTtl { get; init; }
+
+    /// <summary>The wait before a lost node's instances start elsewhere, as written (<c>--reschedule-after</c>).</summary>
+    public string? RescheduleAfter { get; init; }
 
     /// <summary>The API socket (<c>--socket</c>).</summary>
     public string? Socket { get; init; }
@@ -144,6 +148,7 @@ public sealed record DaemonConfigFile
             Etcd = Endpoints(),
             Underlay = Scalar("underlay"),
             LeaseTtl = Scalar("leaseTtl"),
+            RescheduleAfter = Scalar("rescheduleAfter"),
             Socket = Scalar("socket"),
             StateDir = Scalar("stateDir"),
             RecordDir = Scalar("recordDir"),

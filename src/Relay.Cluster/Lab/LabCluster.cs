@@ -58,6 +58,9 @@ public sealed record LabOptions
 
     /// <summary>The daemons' node lease TTL.</summary>
     public TimeSpan LeaseTtl { get; init; } = TimeSpan.FromSeconds(3);
+
+    /// <summary>The daemons' wait before a lost node's instances start elsewhere (<c>--reschedule-after</c>; not kept by a daemon restarted later).</summary>
+    public TimeSpan RescheduleAfter { get; init; }
 }
 
 /// <summary>
@@ -226,6 +229,7 @@ public static partial class LabCluster
             "daemon", "--socket", h.Socket, "--state-dir", state, "--record-dir", Path.Combine(state, "records"),
             "--node", h.Name, "--etcd", etcd, "--underlay", h.Underlay4,
             "--lease-ttl", options.LeaseTtl.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s",
+            "--reschedule-after", options.RescheduleAfter.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s",
         ], Path.GetFileName(options.RelayBinary!));
     }
 

@@ -134,6 +134,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     {
         _state = step;
         TrackProgress(step);
+        TrackLostNodes(step);
         if (step.Resync || _claims is null || step.Changed.Any(IsNetworkSpec))
         {
             _claims = ClusterState.Networks(step.State);
@@ -197,7 +198,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             {
                 continue;
             }
-            foreach (var move in ClusterPlacement.Rescheduling(state))
+            foreach (var move in ClusterPlacement.Rescheduling(state, LostLongEnough))
             {
                 var key = (part.Claim.Name, move.Instance.Name, move.Instance.Node);
                 if (move.Target != Node || !_rescheduling.TryAdd(key, 0))
@@ -224,6 +225,36 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
                         _rescheduling.TryRemove(key, out _);
                     }
                 });
+            }
+        }
+    }
+
+    /// <summary>When this node first saw each lost node gone (a node it never saw live: when it first saw its instances orphaned).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, long> _lostSince = new(StringComparer.Ordinal);
+
+    /// <summary>Whether <paramref name="node"/> has been gone for the grace period (<see cref="DaemonOptions.RescheduleAfter"/>).</summary>
+    private bool LostLongEnough(string node)
+    {
+        if (_options.RescheduleAfter <= TimeSpan.Zero)
+        {
+            return true;
+        }
+        var since = _lostSince.GetOrAdd(node, n =>
+        {
+            LogLostWaiting(_log, n, Relay.Core.Model.Duration.Format(_options.RescheduleAfter));
+            return Stopwatch.GetTimestamp();
+        });
+        return Stopwatch.GetElapsedTime(since) >= _options.RescheduleAfter;
+    }
+
+    /// <summary>Forgets the grace periods of nodes that are live again (their instances stayed).</summary>
+    private void TrackLostNodes(WatchStep step)
+    {
+        foreach (var node in _lostSince.Keys)
+        {
+            if (step.State.ContainsKey(ClusterKeys.Node(node)))
+            {
+                _lostSince.TryRemove(node, out _);
             }
         }
     }
@@ -789,6 +820,11 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             {
                 parts = [.. _parts.Values];
             }
+            if (!_lostSince.IsEmpty)
+            {
+                // A lost node's grace period ends without a watch step to say so.
+                Reschedule(parts);
+            }
             var draining = new HashSet<(string, string)>();
             foreach (var part in parts)
             {
@@ -863,6 +899,9 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
 
     [LoggerMessage(EventId = 90, Level = LogLevel.Information, Message = "network {Network}: {Service} moved from {From} to {To} at revision {Revision}: written in {WrittenMs:F2} ms, applied by every node in {AppliedMs:F2} ms")]
     private static partial void LogMigrated(ILogger log, string network, string service, string from, string to, long revision, double writtenMs, double appliedMs);
+
+    [LoggerMessage(EventId = 104, Level = LogLevel.Warning, Message = "node {Node} is lost: its instances left every balancer; they start again elsewhere in {Wait} unless it comes back")]
+    private static partial void LogLostWaiting(ILogger log, string node, string wait);
 
     [LoggerMessage(EventId = 93, Level = LogLevel.Information, Message = "network {Network}: instance {Instance} of lost node {From} starts again on node {Node} (revision {Revision})")]
     private static partial void LogRescheduled(ILogger log, string network, string instance, string from, string node, long revision);

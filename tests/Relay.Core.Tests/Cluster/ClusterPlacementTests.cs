@@ -42,6 +42,13 @@ public class ClusterPlacementTests
     }
 
     [Fact]
+    public void ANodeInItsGracePeriod_KeepsItsInstances_OthersMove()
+    {
+        var state = State(["n1"], I("a-1", "waiting"), I("b-1", "due"));
+        Assert.Equal(["b-1 -> n1"], ClusterPlacement.Rescheduling(state, node => node == "due").Select(m => $"{m.Instance.Name} -> {m.Target}"));
+    }
+
+    [Fact]
     public void NoLiveNode_NoMove()
         => Assert.Empty(ClusterPlacement.Rescheduling(State([], I("b-1", "gone"))));
 

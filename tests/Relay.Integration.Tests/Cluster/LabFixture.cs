@@ -19,10 +19,10 @@ public sealed class LabFixture : IAsyncLifetime
         => LabCluster.UpAsync(new LabOptions { Name = UniqueName(), Hosts = hosts, Root = Root, HeartbeatMs = 50, ElectionMs = 500 });
 
     /// <summary>A lab of three hosts, each with its relay daemon (the built binary), nodes on leases of <paramref name="ttl"/>.</summary>
-    public static Task<LabRecord> UpWithDaemonsAsync(TimeSpan ttl)
+    public static Task<LabRecord> UpWithDaemonsAsync(TimeSpan ttl, TimeSpan rescheduleAfter = default)
         => LabCluster.UpAsync(new LabOptions
         {
-            Name = UniqueName(), Hosts = 3, Root = Root, HeartbeatMs = 50, ElectionMs = 500, RelayBinary = Daemon.DaemonBed.Binary, LeaseTtl = ttl,
+            Name = UniqueName(), Hosts = 3, Root = Root, HeartbeatMs = 50, ElectionMs = 500, RelayBinary = Daemon.DaemonBed.Binary, LeaseTtl = ttl, RescheduleAfter = rescheduleAfter,
         });
 
     /// <summary>Polls <paramref name="done"/> every 100 ms; fails the test naming <paramref name="what"/> after <paramref name="timeout"/>.</summary>
