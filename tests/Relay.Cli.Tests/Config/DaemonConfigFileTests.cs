@@ -12,6 +12,7 @@ public class DaemonConfigFileTests
             etcd: [http://10.0.0.1:2379, http://10.0.0.2:2379]
             underlay: 10.0.0.1
             leaseTtl: 5s
+            rescheduleAfter: 1m
             socket: /run/relay/api.sock
             stateDir: /var/lib/relay
             recordDir: /run/relay/records
@@ -21,6 +22,7 @@ public class DaemonConfigFileTests
         Assert.Equal(["http://10.0.0.1:2379", "http://10.0.0.2:2379"], config.Etcd);
         Assert.Equal("10.0.0.1", config.Underlay);
         Assert.Equal("5s", config.LeaseTtl);
+        Assert.Equal("1m", config.RescheduleAfter);
         Assert.Equal("/run/relay/api.sock", config.Socket);
         Assert.Equal("/var/lib/relay", config.StateDir);
         Assert.Equal("/run/relay/records", config.RecordDir);
@@ -51,7 +53,7 @@ public class DaemonConfigFileTests
             node: b
             """);
         Assert.Collection(errors,
-            e => Assert.Equal("1:1: nodes: unknown setting (did you mean 'node'?); the settings are node, etcd, underlay, leaseTtl, socket, stateDir, recordDir", e.ToString()),
+            e => Assert.Equal("1:1: nodes: unknown setting (did you mean 'node'?); the settings are node, etcd, underlay, leaseTtl, rescheduleAfter, socket, stateDir, recordDir", e.ToString()),
             e => Assert.Equal("2:30: etcd[1]: must be an endpoint such as http://10.0.0.1:2379", e.ToString()),
             e => Assert.Equal("3:11: underlay: must be a single value, not a list", e.ToString()),
             e => Assert.StartsWith("4:10: leaseTtl: is empty", e.ToString()),
