@@ -92,7 +92,6 @@ internal sealed record LocalState(
 /// </summary>
 internal sealed class LocalStep(LocalState from)
 {
-    private readonly HashSet<string> _services = new(StringComparer.Ordinal);
     private readonly HashSet<string> _instances = new(StringComparer.Ordinal);
     private readonly HashSet<string> _flows = new(StringComparer.Ordinal);
 
@@ -111,8 +110,8 @@ internal sealed class LocalStep(LocalState from)
     /// <summary>Flows put or dropped.</summary>
     public HashSet<(string Client, ServiceName Service)> Flows { get; } = [];
 
-    /// <summary>What the step changed, as the projection names it.</summary>
-    public StateChange Change => new(_services, _instances, _flows, false);
+    /// <summary>What the step changed, as the projection names it: its instances include the members whose mode a service's balancer changed, its flows the id a key had before.</summary>
+    public StateChange Change => new(Services.Select(s => s.Value).ToHashSet(StringComparer.Ordinal), _instances, _flows, false);
 
     public void Put(ServiceRecord record)
     {
@@ -130,14 +129,12 @@ internal sealed class LocalStep(LocalState from)
         }
         State = State with { Services = State.Services.SetItem(record.Name, record), Net = net with { Instances = instances } };
         Services.Add(record.Name);
-        _services.Add(record.Name.Value);
     }
 
     public void DropService(ServiceName name)
     {
         State = State with { Services = State.Services.Remove(name), Net = State.Net with { Services = State.Net.Services.Remove(name.Value) } };
         Services.Add(name);
-        _services.Add(name.Value);
     }
 
     public void Put(InstanceRecord record)

@@ -43,8 +43,7 @@ public sealed partial class RelayNetwork
                 _flows6.Release(gone.Flow6);
             }
         }
-        var staleVirtual = delta.StaleVirtual;
-        var stale = staleVirtual.Count > 0 ? _dataplane.DeleteStaleStatelessFlows(staleVirtual, delta.StaleBackends) : 0;
+        var stale = _dataplane.DeleteStale(delta.Stale);
         return new Committed(applied, stale);
     }
 

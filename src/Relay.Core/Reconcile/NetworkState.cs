@@ -154,6 +154,4 @@ public sealed record StateChange(IReadOnlySet<string> Services, IReadOnlySet<str
     /// <summary>A change of instances only.</summary>
     public static StateChange OfInstances(params string[] instances) => new(None, instances.ToHashSet(StringComparer.Ordinal), None, false);
 
-    /// <summary>A change of services only.</summary>
-    public static StateChange OfServices(params string[] services) => new(services.ToHashSet(StringComparer.Ordinal), None, None, false);
 }

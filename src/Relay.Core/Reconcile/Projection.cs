@@ -68,7 +68,16 @@ public sealed class NodeView
 /// <param name="Service">The service.</param>
 /// <param name="Virtual">Its virtual addresses (or a client's flow addresses for it).</param>
 /// <param name="Backends">Addresses of instances that no longer take those flows.</param>
-public sealed record StaleTranslation(string Service, ImmutableArray<IPAddress> Virtual, ImmutableArray<IPAddress> Backends);
+public sealed record StaleTranslation(string Service, ImmutableArray<IPAddress> Virtual, ImmutableArray<IPAddress> Backends)
+{
+    /// <summary>
+    /// Every virtual (or flow) address of <paramref name="stale"/> and every instance address its
+    /// entries may be translated to, for one conntrack pass (an address of one service is never
+    /// translated to another's instance, so the cross product adds nothing).
+    /// </summary>
+    public static (IReadOnlyList<IPAddress> Virtual, IReadOnlyList<IPAddress> Backends) Addresses(IReadOnlyList<StaleTranslation> stale)
+        => ([.. stale.SelectMany(s => s.Virtual).Distinct()], [.. stale.SelectMany(s => s.Backends).Distinct()]);
+}
 
 /// <summary>What one step changes in a node's kernel: one nft transaction, then the conntrack entries it leaves stale.</summary>
 /// <param name="View">The view after the step.</param>
@@ -97,10 +106,10 @@ public sealed record NodeStep(
     public bool TouchesTable => Services.Count + RemovedServices.Count + Links.Count + RemovedLinks.Count + Flows.Count + RemovedFlows.Count > 0;
 
     /// <summary>Every virtual (or flow) address whose stateless entries may be stale.</summary>
-    public IReadOnlyList<IPAddress> StaleVirtual => [.. Stale.SelectMany(s => s.Virtual).Distinct()];
+    public IReadOnlyList<IPAddress> StaleVirtual => StaleTranslation.Addresses(Stale).Virtual;
 
     /// <summary>Every instance address those entries may be translated to.</summary>
-    public IReadOnlyList<IPAddress> StaleBackends => [.. Stale.SelectMany(s => s.Backends).Distinct()];
+    public IReadOnlyList<IPAddress> StaleBackends => StaleTranslation.Addresses(Stale).Backends;
 }
 
 /// <summary>

@@ -19,22 +19,16 @@ public sealed partial class ClusterNetworks : IApplyTarget
 
     IReadOnlyList<string> IApplyTarget.SettingsDiffer(string network, NetworkOptions wanted)
     {
+        // What a cluster's network keeps, compared as on one host; the settings its record does
+        // not keep yet are taken as wanted.
         var (claim, _) = Read(network);
-        var d = new List<string>();
-        void Check(string what, string a, string b)
+        var current = wanted with
         {
-            if (!string.Equals(a, b, StringComparison.OrdinalIgnoreCase))
-            {
-                d.Add($"{what} {a} != {b}");
-            }
-        }
-        // What a cluster's network keeps (the rest of a network's settings are not in its record yet).
-        Check("instancePool4", claim.InstancePool4, wanted.InstancePool4);
-        Check("instancePool6", claim.InstancePool6, wanted.InstancePool6);
-        Check("virtualPool4", claim.VirtualPool4, wanted.VirtualPool4);
-        Check("virtualPool6", claim.VirtualPool6, wanted.VirtualPool6);
-        Check("dns.zones", string.Join(',', claim.Zones), string.Join(',', wanted.Dns.Zones));
-        return d;
+            InstancePool4 = claim.InstancePool4, InstancePool6 = claim.InstancePool6,
+            VirtualPool4 = claim.VirtualPool4, VirtualPool6 = claim.VirtualPool6,
+            Dns = wanted.Dns with { Zones = claim.Zones },
+        };
+        return Applier.Differences(current, wanted);
     }
 
     /// <summary>An instance's health check as it was given (null: none).</summary>

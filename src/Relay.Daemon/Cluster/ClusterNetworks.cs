@@ -822,8 +822,16 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             }
             if (!_lostSince.IsEmpty)
             {
-                // A lost node's grace period ends without a watch step to say so.
+                // A lost node's grace period ends without a watch step to say so. Once none of its
+                // instances is left to move, it is not looked at again.
                 Reschedule(parts);
+                foreach (var node in _lostSince.Keys)
+                {
+                    if (!parts.Any(p => p.Reconciler.State is { } s && s.Instances.Values.Any(i => i.Node == node && ClusterPlacement.Restartable(i))))
+                    {
+                        _lostSince.TryRemove(node, out _);
+                    }
+                }
             }
             var draining = new HashSet<(string, string)>();
             foreach (var part in parts)

@@ -262,12 +262,7 @@ public sealed partial class NodeNetwork : IDisposable
             }
 
             // 3. Conntrack: stateless flows of instances that left a balancer follow at once.
-            var stale = 0;
-            var gone = step?.Stale ?? Projection.Stale(_applied, view);
-            if (gone.Count > 0)
-            {
-                stale = _dataplane.DeleteStaleStatelessFlows([.. gone.SelectMany(g => g.Virtual).Distinct()], gone.SelectMany(g => g.Backends).Distinct());
-            }
+            var stale = _dataplane.DeleteStale(step?.Stale ?? Projection.Stale(_applied, view));
 
             // 4. The overlay.
             var peersChanged = step?.PeersChanged ?? !Projection.SamePeers(_applied?.Peers ?? [], view.Peers);

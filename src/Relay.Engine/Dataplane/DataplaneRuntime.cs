@@ -245,6 +245,17 @@ public sealed partial class DataplaneRuntime : IDisposable
         Apply([]);
     }
 
+    /// <summary>Deletes the stateless conntrack entries a step left stale (<see cref="DeleteStaleStatelessFlows"/>, one pass for all of them); returns the number deleted.</summary>
+    public int DeleteStale(IReadOnlyList<Relay.Core.Reconcile.StaleTranslation> stale)
+    {
+        if (stale.Count == 0)
+        {
+            return 0;
+        }
+        var (virtualAddresses, oldAddresses) = Relay.Core.Reconcile.StaleTranslation.Addresses(stale);
+        return DeleteStaleStatelessFlows([.. virtualAddresses], oldAddresses);
+    }
+
     /// <summary>
     /// Deletes the ICMP/UDP (everything but TCP) conntrack entries whose original destination is one
     /// of <paramref name="virtualAddresses"/> and whose reply source is one of <paramref name="oldAddresses"/>,
