@@ -56,6 +56,33 @@ internal static class CliContext
             return await Guard(() => action(parse, client, ct)).ConfigureAwait(false);
         };
 
+    /// <summary>
+    /// A command given to run (an instance's, or in one) takes option-like words only after
+    /// <c>--</c>: in <c>relay instance add b.com -o json</c> the <c>-o</c> is a mistake (an option
+    /// this command does not have), not a program named "-o". Refused before anything is sent.
+    /// </summary>
+    public static void RequireDoubleDash(ParseResult parse, Argument<string[]> command, string usage)
+    {
+        var tokens = parse.Tokens;
+        var dash = -1;
+        for (var i = 0; i < tokens.Count; i++)
+        {
+            if (tokens[i].Type == System.CommandLine.Parsing.TokenType.DoubleDash)
+            {
+                dash = i;
+                break;
+            }
+        }
+        var before = dash < 0 ? tokens : tokens.Take(dash).ToList();
+        var stray = (parse.GetResult(command)?.Tokens ?? [])
+            .Where(t => t.Value.Length > 1 && t.Value[0] == '-' && before.Any(b => ReferenceEquals(b, t)))
+            .Select(t => t.Value).ToArray();
+        if (stray.Length > 0)
+        {
+            throw new CliException($"unknown option{(stray.Length == 1 ? "" : "s")} {string.Join(", ", stray.Select(s => $"'{s}'"))}; a command to run goes after --, as in: {usage}", 2);
+        }
+    }
+
     /// <summary>User mistakes and refusals become one clear message on stderr, never a stack trace.</summary>
     public static async Task<int> Guard(Func<Task<int>> action)
     {

@@ -124,7 +124,8 @@ internal static class OperationCommands
             if (r.Revision is { } revision)
             {
                 Console.WriteLine($"{r.Service}: {r.From} -> {r.To} (revision {revision}: written in {r.RepointUs / 1000:0.0} ms, applied by "
-                    + (r.NotApplied is { Count: > 0 } behind ? $"the live nodes but {string.Join(", ", behind)} (not within the wait)" : "every live node") + $" in {r.SwitchUs / 1000:0.0} ms); {r.From} drains, then stops");
+                    + (r.NotApplied is { Count: > 0 } behind ? $"the live nodes but {string.Join(", ", behind)} (not within the wait)" : "every live node") + $" in {r.SwitchUs / 1000:0.0} ms"
+                    + (r.ConvergedUs is { } converged ? $", the last kernel held it after {converged / 1000:0.0} ms" : "") + $"); {r.From} drains, then stops");
                 return r.NotApplied is { Count: > 0 } ? 2 : 0;
             }
             Console.WriteLine($"{r.Service}: {r.From} -> {r.To} (re-point {r.RepointUs:0} us, switch {r.SwitchUs:0} us, {r.StaleFlowsDeleted} stale flow{(r.StaleFlowsDeleted == 1 ? "" : "s")} moved); {r.From} drains, then stops");
@@ -146,6 +147,7 @@ internal static class OperationCommands
             "relay exec pong-1 -- socat - TCP:hello.demo:80");
         cmd.SetAction(Run(async (p, c, ct) =>
         {
+            CliContext.RequireDoubleDash(p, command, "relay exec INSTANCE -- COMMAND [ARGS...]");
             var i = await c.GetAsync<InstanceInfo>($"v1/networks/{Seg(p.GetValue(network)!)}/instances/{Seg(p.GetValue(instance)!)}", ct).ConfigureAwait(false);
             // The terminal stays ours: the command inherits stdin, stdout and stderr.
             var psi = new ProcessStartInfo("ip") { UseShellExecute = false };

@@ -116,9 +116,10 @@ internal static class ResourceCommands
         var timeout = new Option<string?>("--health-timeout") { Description = "Time a check may take (default 1s)." };
         var threshold = new Option<int?>("--health-threshold") { Description = "Failures in a row to become unhealthy (default 3)." };
         var command = new Argument<string[]>("COMMAND") { Description = "The command to run in the instance (after --).", Arity = ArgumentArity.ZeroOrMore };
+        var addOutput = CliContext.Output();
         var add = new Command("add", "Add an instance: namespace, veth, addresses, command, then its place in the balancer. The command sees RELAY_NETWORK, RELAY_SERVICE and RELAY_INSTANCE.")
         {
-            service, network, name, restart, standby, node, healthTcp, healthHttp, healthIcmp, healthExec, interval, timeout, threshold, command,
+            service, network, name, restart, standby, node, healthTcp, healthHttp, healthIcmp, healthExec, interval, timeout, threshold, addOutput, command,
         }.WithExamples(
             "relay instance add pong.demo",
             "relay instance add hello.demo --health-tcp 7000 -- socat TCP-LISTEN:7000,fork,reuseaddr 'SYSTEM:echo hello from $RELAY_INSTANCE'",
@@ -147,6 +148,7 @@ internal static class ResourceCommands
             {
                 health = health with { Interval = p.GetValue(interval), Timeout = p.GetValue(timeout), UnhealthyThreshold = p.GetValue(threshold) };
             }
+            CliContext.RequireDoubleDash(p, command, "relay instance add SERVICE [OPTIONS] -- COMMAND [ARGS...]");
             var args = p.GetValue(command) ?? [];
             var i = await c.PostAsync<InstanceInfo>($"v1/networks/{Seg(p.GetValue(network)!)}/instances", new InstanceSpec
             {
@@ -158,6 +160,11 @@ internal static class ResourceCommands
                 Health = health,
                 Node = p.GetValue(node),
             }, ct).ConfigureAwait(false);
+            if (p.GetValue(addOutput) == "json")
+            {
+                Json(i);
+                return 0;
+            }
             Console.WriteLine($"instance {i.Name} of {i.Service} added{(i.Node is null ? "" : " on " + i.Node)}: {i.Address4} and {i.Address6} (namespace {i.Namespace}){(i.State == InstanceState.Standby ? ", standby" : "")}");
             return 0;
         }));

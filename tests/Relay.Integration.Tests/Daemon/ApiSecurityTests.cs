@@ -242,6 +242,10 @@ public sealed class ApiSecurityTests
             (["instance", "add", "nope.test", "--name", "z-1"], "nope.test"),
             (["instance", "add", "a.test", "--restart", "sometimes", "--", "sleep", "300"], "sometimes"),
             (["instance", "add", "a.test", "--health-tcp", "80", "--health-interval", "forever"], "forever"),
+            // An option this command does not have is not the instance's command (that goes after --).
+            (["instance", "add", "a.test", "-x", "json"], "'-x'"),
+            (["instance", "add", "a.test", "--standby", "--out", "json", "--", "sleep", "300"], "'--out'"),
+            (["exec", "a-1", "ping", "-c", "1", "a.test"], "'-c'"),
             (["instance", "rm", "nope"], "nope"),
             (["instance", "rm", "b-1", "--drain", "forever"], "forever"),
             (["instance", "ls", "-n", "nosuch"], "nosuch"),

@@ -22,7 +22,10 @@ public sealed class EventHistoryTests
         Assert.Equal(before, afterStop.Take(before.Length));
 
         // A kill -9 loses at most what the background writer had not written yet: wait a moment.
-        bed.Ok("instance", "add", "e.test", "--name", "e-2", "--network", bed.Network);
+        using (var added = System.Text.Json.JsonDocument.Parse(bed.Ok("instance", "add", "e.test", "--name", "e-2", "--network", bed.Network, "-o", "json")))
+        {
+            Assert.Equal("e-2", added.RootElement.GetProperty("name").GetString());
+        }
         var withE2 = Keys(Live.Events(bed));
         Thread.Sleep(300);
         bed.Kill9();
