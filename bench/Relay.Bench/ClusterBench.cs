@@ -179,15 +179,19 @@ internal static class ClusterBench
         sb.AppendLine();
         if (r.Convergence is { } c)
         {
-            sb.AppendLine(string.Create(inv, $"Convergence: a fresh lab of 3 hosts, each with its relay daemon (`relay daemon --node --etcd --underlay`), {c.Services} services in the network. Each sample adds a standby instance of b.com on host 2 or 3 (not timed), then re-points b.com to it through host 1's API (`POST /v1/networks/default/services/b.com/migrate`, what `relay migrate --to` sends): one etcd transaction, then the daemon waits until every live node has recorded that its kernel (nft transaction and conntrack cleanup) holds it. Goal: p50 under 10 ms, p99 under 50 ms, within 3 x the floor."));
+            sb.AppendLine(string.Create(inv, $"Convergence: a fresh lab of 3 hosts, each with its relay daemon (`relay daemon --node --etcd --underlay`), {c.Services} services in the network. Each sample adds a standby instance of b.com on host 2 or 3 (not timed), then re-points b.com to it through host 1's API (`POST /v1/networks/default/services/b.com/migrate`, what `relay migrate --to` sends): one etcd transaction, then the daemon waits until every live node has recorded that its kernel (nft transaction and conntrack cleanup) holds it. A fifth as many re-points as are timed come first, untimed: the daemons are fresh processes and the JIT is still compiling their paths. Convergence is from the API call to the moment the last node's kernel held the re-point, by that node's own record of when (`applied/NODE`; one clock on one machine); the answer comes later by the time those records take to reach host 1. Goal: p50 under 10 ms, p99 under 50 ms, within 3 x the floor."));
             sb.AppendLine();
             sb.AppendLine("| re-point across hosts | samples | p50 (ms) | p99 (ms) | max (ms) |");
             sb.AppendLine("|---|---:|---:|---:|---:|");
-            Row("API call -> answer, i.e. every node applied (client side)", c.Call);
+            if (c.Converged is { } conv)
+            {
+                Row("API call -> the last node's kernel holds it (convergence)", conv);
+            }
+            Row("API call -> answer, i.e. every node's record of it seen by host 1 (client side)", c.Call);
             Row("  of which: etcd transaction committed (daemon side)", c.Written);
             Row("  of which: every node recorded the revision (daemon side)", c.Applied);
             sb.AppendLine();
-            var ratio = r.WriteSeenByWatcher.P50Ms > 0 ? c.Call.P50Ms / r.WriteSeenByWatcher.P50Ms : double.NaN;
+            var ratio = r.WriteSeenByWatcher.P50Ms > 0 ? (c.Converged ?? c.Call).P50Ms / r.WriteSeenByWatcher.P50Ms : double.NaN;
             sb.AppendLine(string.Create(inv, $"Ratio to the floor (p50): {ratio:F1} x. Re-points some node had not applied within the call's 5 s wait: {c.NotAppliedInTime}."));
             sb.AppendLine();
         }

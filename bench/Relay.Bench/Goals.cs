@@ -83,10 +83,11 @@ internal static class Goals
         {
             if (c.Convergence is { } conv)
             {
-                var ratio = conv.Call.P50Ms / c.WriteSeenByWatcher.P50Ms;
+                var measured = conv.Converged ?? conv.Call;
+                var ratio = measured.P50Ms / c.WriteSeenByWatcher.P50Ms;
                 goals.Add(new("cluster", "convergence with 10,000 services, 3 nodes: p50 under 10 ms, p99 under 50 ms, within 3 x the etcd write -> watch floor",
-                    conv.Services < GoalN ? "not measured" : Status(conv.Call.P50Ms < 10 && conv.Call.P99Ms < 50 && ratio <= 3),
-                    string.Create(inv, $"{conv.Services:N0} services: p50 {conv.Call.P50Ms:F1} ms, p99 {conv.Call.P99Ms:F1} ms; floor p50 {c.WriteSeenByWatcher.P50Ms:F2} ms ({ratio:F1} x)")));
+                    conv.Services < GoalN ? "not measured" : Status(measured.P50Ms < 10 && measured.P99Ms < 50 && ratio <= 3),
+                    string.Create(inv, $"{conv.Services:N0} services: call -> last kernel p50 {measured.P50Ms:F1} ms, p99 {measured.P99Ms:F1} ms (call answered p50 {conv.Call.P50Ms:F1} ms); floor p50 {c.WriteSeenByWatcher.P50Ms:F2} ms ({ratio:F1} x)")));
             }
             if (c.DataPath is { } dp2)
             {

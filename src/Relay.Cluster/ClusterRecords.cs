@@ -54,11 +54,33 @@ public sealed record InstanceClaim(string Id, string Service, string Node, strin
     public bool? Pinned { get; init; }
 }
 
+/// <summary>
+/// What a node's kernel holds (<c>applied/NODE</c>): the etcd revision it reflects and when this
+/// node's kernel took it (its nft transaction and conntrack cleanup done), by the node's clock.
+/// </summary>
+/// <param name="Revision">The revision applied (0: none yet).</param>
+/// <param name="At">When it was applied; null in records of a node that has applied nothing yet.</param>
+public sealed record AppliedRecord(long Revision, DateTimeOffset? At)
+{
+    /// <summary>The record as stored (JSON).</summary>
+    public string ToJson() => JsonSerializer.Serialize(this, ClusterJson.Default.AppliedRecord);
+
+    /// <summary>A stored value; revision 0 when it is missing or not one Relay wrote.</summary>
+    public static AppliedRecord Parse(string? value)
+        => value is null ? None
+            : long.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var bare) ? new AppliedRecord(bare, null)
+            : ClusterJson.TryParse(value, ClusterJson.Default.AppliedRecord) ?? None;
+
+    /// <summary>Nothing applied.</summary>
+    public static AppliedRecord None { get; } = new(0, null);
+}
+
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(NodeRecord))]
 [JsonSerializable(typeof(NetworkClaim))]
 [JsonSerializable(typeof(ServiceClaim))]
 [JsonSerializable(typeof(InstanceClaim))]
+[JsonSerializable(typeof(AppliedRecord))]
 internal sealed partial class ClusterJson : JsonSerializerContext
 {
     /// <summary>Parses a stored value; null (and no exception) when it is not a record of that type: a key Relay did not write.</summary>

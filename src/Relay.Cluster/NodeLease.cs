@@ -67,7 +67,7 @@ public sealed class NodeLease : IAsyncDisposable
         record = record with { Lease = lease };
         var txn = new TxnRequest();
         txn.Success.Add(ClusterAllocator.Put(ClusterKeys.Node(record.Name), JsonSerializer.Serialize(record, ClusterJson.Default.NodeRecord), lease));
-        txn.Success.Add(ClusterAllocator.Put(ClusterKeys.Applied(record.Name), "0", lease));
+        txn.Success.Add(ClusterAllocator.Put(ClusterKeys.Applied(record.Name), AppliedRecord.None.ToJson(), lease));
         await etcd.TxnAsync(txn, ct).ConfigureAwait(false);
         var old = previous is null ? null : ClusterJson.TryParse(previous.Value.ToStringUtf8(), ClusterJson.Default.NodeRecord);
         if (old is not null && old.Lease != 0 && old.Lease != lease)
@@ -85,9 +85,9 @@ public sealed class NodeLease : IAsyncDisposable
         return record;
     }
 
-    /// <summary>Records that this node's kernel now reflects <paramref name="revision"/>.</summary>
-    public Task RecordAppliedAsync(long revision, CancellationToken ct = default)
-        => _etcd.PutAsync(ClusterKeys.Applied(Record.Name), revision.ToString(System.Globalization.CultureInfo.InvariantCulture), Lease, ct);
+    /// <summary>Records that this node's kernel reflects <paramref name="revision"/> since <paramref name="at"/>.</summary>
+    public Task RecordAppliedAsync(long revision, DateTimeOffset at, CancellationToken ct = default)
+        => _etcd.PutAsync(ClusterKeys.Applied(Record.Name), new AppliedRecord(revision, at).ToJson(), Lease, ct);
 
     private async Task RenewLoopAsync()
     {

@@ -161,9 +161,10 @@ public sealed partial class ClusterMembership : IAsyncDisposable
                 {
                     continue;
                 }
-                var applied = state.State.TryGetValue(ClusterKeys.Applied(record.Name), out var a) && long.TryParse(a, NumberStyles.None, CultureInfo.InvariantCulture, out var r) ? r : 0;
+                var appliedRecord = AppliedRecord.Parse(state.State.GetValueOrDefault(ClusterKeys.Applied(record.Name)));
+                var applied = appliedRecord.Revision;
                 var age = await LeaseAgeAsync(record, ct).ConfigureAwait(false);
-                result.Add(new NodeInfo(record.Name, record.Underlay, "ready", age, instances.GetValueOrDefault(record.Name), applied, applied == 0 ? null : state.Revision - applied, record.StartedAt, record.Name == Node));
+                result.Add(new NodeInfo(record.Name, record.Underlay, "ready", age, instances.GetValueOrDefault(record.Name), applied, applied == 0 ? null : state.Revision - applied, record.StartedAt, record.Name == Node) { AppliedAt = appliedRecord.At });
             }
         }
         lock (_gate)

@@ -23,7 +23,11 @@ public sealed record StatusResponse(string Version, DateTimeOffset StartedAt, st
 /// <param name="Lag">Revisions behind the state this daemon has seen.</param>
 /// <param name="Since">When it started, or when it was lost.</param>
 /// <param name="Self">True for the node of the daemon that answers.</param>
-public sealed record NodeInfo(string Name, string? Underlay, string State, double? LeaseAgeSeconds, int Instances, long AppliedRevision, long? Lag, DateTimeOffset Since, bool Self);
+public sealed record NodeInfo(string Name, string? Underlay, string State, double? LeaseAgeSeconds, int Instances, long AppliedRevision, long? Lag, DateTimeOffset Since, bool Self)
+{
+    /// <summary>When its kernel took <see cref="AppliedRevision"/>, by its own clock (null: not recorded).</summary>
+    public DateTimeOffset? AppliedAt { get; init; }
+}
 
 /// <summary>One etcd member.</summary>
 public sealed record EtcdMemberInfo(string Name, string ClientUrl, bool Leader, string State, long? Revision);
@@ -48,6 +52,16 @@ public sealed record MigrateResponse(string Service, string From, string To, dou
 
     /// <summary>In a cluster: live nodes that had not applied the re-point when the call gave up waiting (null: all had).</summary>
     public IReadOnlyList<string>? NotApplied { get; init; }
+
+    /// <summary>
+    /// In a cluster: from the call to the moment the last live node's kernel held the re-point, by
+    /// the nodes' own records of when they applied it (meaningful as far as the hosts' clocks agree;
+    /// one clock in a lab). <see cref="SwitchUs"/> adds the time their records took to reach this node.
+    /// </summary>
+    public double? ConvergedUs { get; init; }
+
+    /// <summary>In a cluster: when the last live node's kernel held the re-point, by that node's clock.</summary>
+    public DateTimeOffset? AppliedAt { get; init; }
 }
 
 /// <summary>POST .../flows/repoint.</summary>

@@ -53,11 +53,12 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource _firstStep = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ClusterWatch _watch;
+    private readonly AppliedRecorder _recorder;
     private Task _watching = Task.CompletedTask;
     private Task _draining = Task.CompletedTask;
     private volatile WatchStep? _state;
     private volatile IReadOnlyDictionary<string, NetworkClaim>? _claims;
-    private volatile ImmutableDictionary<string, long> _progress = ImmutableDictionary<string, long>.Empty;
+    private volatile ImmutableDictionary<string, AppliedRecord> _progress = ImmutableDictionary<string, AppliedRecord>.Empty;
     private TaskCompletionSource _stepped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private bool _left;
 
@@ -72,6 +73,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         _logs = logs;
         _log = logs.CreateLogger("relay.cluster");
         _watch = new ClusterWatch(_etcd, ClusterKeys.Root);
+        _recorder = new AppliedRecorder(_lease, _log);
         // Verdicts live on the node's lease: a node that had to join again under a new lease
         // writes them again (a check whose verdict did not change would not).
         _lease.Rejoined += _ => RewriteHealth();
@@ -178,7 +180,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         }
         if (!failed && (applied || changed))
         {
-            await ClusterReconciler.RecordAsync(_lease, string.Join(",", parts.Select(p => p.Claim.Name)), step.Revision, _log).ConfigureAwait(false);
+            _recorder.Record(step.Revision, DateTimeOffset.UtcNow);
         }
         Reschedule(parts);
         _firstStep.TrySetResult();
@@ -643,18 +645,22 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         var records = state.Instances.Values.Where(i => i.Service == svc.Name)
             .Select(i => ClusterKeys.Instance(network, i.Name)).Where(keys.ContainsKey).Select(k => (k, keys[k])).ToArray();
         var started = Stopwatch.GetTimestamp();
-        var until = DateTimeOffset.UtcNow + (drain ?? TimeSpan.FromSeconds(30));
+        var startedAt = DateTimeOffset.UtcNow;
+        var until = startedAt + (drain ?? TimeSpan.FromSeconds(30));
         var (revision, _) = keys.TryGetValue(ClusterKeys.Service(network, svc.Name), out var record)
             ? await Allocator(Node).RepointAsync(network, svc.Name, to, until, record, records, ct, from).ConfigureAwait(false)
             : await Allocator(Node).RepointAsync(network, svc.Name, to, until, ct, from).ConfigureAwait(false);
         var written = Stopwatch.GetTimestamp();
         var behind = await WaitAppliedAsync(revision, ApplyTimeout, ct).ConfigureAwait(false);
         var applied = Stopwatch.GetTimestamp();
+        var last = behind.Count == 0 ? LastAppliedAt(revision) : null;
         LogMigrated(_log, network, svc.Name, from, to, revision, Stopwatch.GetElapsedTime(started, written).TotalMilliseconds, Stopwatch.GetElapsedTime(started, applied).TotalMilliseconds);
         return new MigrateResponse(svc.Name, from, to, Math.Round(Stopwatch.GetElapsedTime(started, written).TotalMicroseconds), Math.Round(Stopwatch.GetElapsedTime(started, applied).TotalMicroseconds), 0)
         {
             Revision = revision,
             NotApplied = behind.Count == 0 ? null : behind,
+            ConvergedUs = last is null ? null : Math.Round(Math.Max(0, (last.Value - startedAt).TotalMicroseconds)),
+            AppliedAt = last,
         };
     }
 
@@ -748,7 +754,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         var progress = _progress;
         if (step.Resync)
         {
-            progress = ImmutableDictionary<string, long>.Empty;
+            progress = ImmutableDictionary<string, AppliedRecord>.Empty;
             foreach (var (key, value) in step.State)
             {
                 if (key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal))
@@ -773,8 +779,19 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         Interlocked.Exchange(ref _stepped, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
     }
 
-    private static long AppliedOf(WatchStep step, string node)
-        => step.State.TryGetValue(ClusterKeys.Applied(node), out var v) && long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var r) ? r : 0;
+    private static AppliedRecord AppliedOf(WatchStep step, string node)
+        => AppliedRecord.Parse(step.State.GetValueOrDefault(ClusterKeys.Applied(node)));
+
+    /// <summary>
+    /// The latest time at which a live node recorded having applied <paramref name="revision"/> or a
+    /// later one, by the nodes' clocks (on one machine, as in a lab: one clock); null when a node
+    /// has not, or did not say when.
+    /// </summary>
+    private DateTimeOffset? LastAppliedAt(long revision)
+    {
+        var progress = _progress;
+        return progress.Count > 0 && progress.Values.All(r => r.Revision >= revision && r.At is not null) ? progress.Values.Max(r => r.At) : null;
+    }
 
     /// <summary>
     /// Waits until every live node has recorded a revision at least <paramref name="revision"/>, as
@@ -788,14 +805,14 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         {
             var stepped = Volatile.Read(ref _stepped).Task;
             var progress = _progress;
-            if (progress.Count > 0 && progress.Values.All(r => r >= revision))
+            if (progress.Count > 0 && progress.Values.All(r => r.Revision >= revision))
             {
                 return [];
             }
             var left = deadline - Stopwatch.GetTimestamp();
             if (left <= 0)
             {
-                return progress.Count == 0 ? [Node] : progress.Where(p => p.Value < revision).Select(p => p.Key).Order(StringComparer.Ordinal).ToArray();
+                return progress.Count == 0 ? [Node] : progress.Where(p => p.Value.Revision < revision).Select(p => p.Key).Order(StringComparer.Ordinal).ToArray();
             }
             await Task.WhenAny(stepped, Task.Delay(TimeSpan.FromSeconds((double)left / Stopwatch.Frequency), ct)).ConfigureAwait(false);
             ct.ThrowIfCancellationRequested();
@@ -882,6 +899,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     {
         await _stop.CancelAsync().ConfigureAwait(false);
         await Task.WhenAll(_watching, _draining).ConfigureAwait(false);
+        await _recorder.DisposeAsync().ConfigureAwait(false);
         lock (_gate)
         {
             foreach (var part in _parts.Values)

@@ -25,13 +25,18 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
     public string? LastError { get; private set; }
 
     /// <summary>Watches and reconciles until <paramref name="ct"/> is cancelled, recording each applied revision.</summary>
-    public Task RunAsync(CancellationToken ct) => new ClusterWatch(etcd, ClusterKeys.Root).RunAsync(async step =>
+    public async Task RunAsync(CancellationToken ct)
     {
-        if (Apply(step) == StepOutcome.Applied)
+        await using var recorder = new AppliedRecorder(lease, log);
+        await new ClusterWatch(etcd, ClusterKeys.Root).RunAsync(step =>
         {
-            await RecordAsync(lease, network.Network, step.Revision, log).ConfigureAwait(false);
-        }
-    }, ct);
+            if (Apply(step) == StepOutcome.Applied)
+            {
+                recorder.Record(step.Revision, DateTimeOffset.UtcNow);
+            }
+            return Task.CompletedTask;
+        }, ct).ConfigureAwait(false);
+    }
 
     /// <summary>
     /// Brings the kernel to <paramref name="step"/>'s state of this network. Skipped when the step
@@ -64,21 +69,6 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
         }
     }
 
-    /// <summary>Records <paramref name="revision"/> as this node's applied one; a store that is away only makes the record late.</summary>
-    public static async Task RecordAsync(NodeLease lease, string network, long revision, ILogger log)
-    {
-        try
-        {
-            await lease.RecordAppliedAsync(revision).ConfigureAwait(false);
-        }
-        catch (RelayException e)
-        {
-            // The kernel holds the state; only the record of it is late (the store is away). The
-            // next step records a newer revision.
-            LogNotRecorded(log, network, revision, e.Message);
-        }
-    }
-
     private bool Relevant(string key) => ClusterState.Concerns(network.Network, key);
 
     /// <summary>The network's state as of the last step applied or tried (null before the first).</summary>
@@ -95,8 +85,7 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
         {
             var (nodes, _) = await etcd.GetPrefixAsync(ClusterKeys.NodesPrefix, ct).ConfigureAwait(false);
             var (applied, _) = await etcd.GetPrefixAsync(ClusterKeys.AppliedPrefix, ct).ConfigureAwait(false);
-            var at = applied.ToDictionary(kv => ClusterKeys.Leaf(kv.Key.ToStringUtf8()),
-                kv => long.TryParse(kv.Value.ToStringUtf8(), NumberStyles.None, CultureInfo.InvariantCulture, out var r) ? r : 0, StringComparer.Ordinal);
+            var at = applied.ToDictionary(kv => ClusterKeys.Leaf(kv.Key.ToStringUtf8()), kv => AppliedRecord.Parse(kv.Value.ToStringUtf8()).Revision, StringComparer.Ordinal);
             var behind = nodes.Select(kv => ClusterKeys.Leaf(kv.Key.ToStringUtf8())).Where(n => at.GetValueOrDefault(n) < revision).Order(StringComparer.Ordinal).ToArray();
             if (behind.Length == 0 || DateTime.UtcNow >= deadline)
             {
@@ -121,7 +110,4 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
 
     [LoggerMessage(EventId = 85, Level = LogLevel.Error, Message = "network {Network}: revision {Revision} not applied: {Error}; the kernel keeps the last applied state, the next change retries")]
     private static partial void LogRefused(ILogger log, string network, long revision, string error);
-
-    [LoggerMessage(EventId = 86, Level = LogLevel.Warning, Message = "network {Network}: revision {Revision} applied but not recorded: {Error}")]
-    private static partial void LogNotRecorded(ILogger log, string network, long revision, string error);
 }

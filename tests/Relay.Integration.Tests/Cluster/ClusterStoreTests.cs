@@ -195,8 +195,9 @@ public sealed class ClusterStoreTests(LabFixture lab) : IClassFixture<LabFixture
 
         await using var second = await NodeLease.JoinAsync(etcd, node, "198.18.0.2", "02:00:00:00:00:01", TimeSpan.FromSeconds(3));
         Assert.NotEqual(first.Lease, second.Lease);
-        await second.RecordAppliedAsync(1234);
-        Assert.Equal("1234", (await etcd.GetAsync(ClusterKeys.Applied(node)))!.Value.ToStringUtf8());
+        var at = DateTimeOffset.UtcNow;
+        await second.RecordAppliedAsync(1234, at);
+        Assert.Equal(new AppliedRecord(1234, at), AppliedRecord.Parse((await etcd.GetAsync(ClusterKeys.Applied(node)))!.Value.ToStringUtf8()));
         // The old lease was revoked: its expiry later must not take the new record with it.
         await Task.Delay(3500);
         Assert.NotNull(await etcd.GetAsync(ClusterKeys.Node(node)));
