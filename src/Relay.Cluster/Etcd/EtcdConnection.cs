@@ -14,7 +14,10 @@ namespace Relay.Cluster.Etcd;
 /// A connection to an etcd v3 cluster: one gRPC channel per member endpoint, etcd's own generated
 /// stubs (from dotnet-etcd) on top. Every call has a deadline; a member that does not answer in
 /// time, or answers "unavailable", is skipped for the next one in the list (the first is the
-/// preferred, usually the local member). When no member answers, the call fails with
+/// preferred, usually the local member). Writes and lease calls go to the raft leader first when it
+/// is one of the endpoints: a follower would only forward them there, one more hop on every write
+/// (the leader is learned from the members' status and learned again when a response shows a new
+/// raft term or the leader stops answering). Watches and reads stay on the preferred member. When no member answers, the call fails with
 /// <see cref="ErrorCode.Unavailable"/> and the message "cluster store unavailable: ...". A write whose
 /// deadline passed may still have been applied, which is why every write Relay makes is a
 /// transaction whose outcome can be read back (see <see cref="ClusterAllocator"/>).
@@ -26,6 +29,9 @@ public sealed class EtcdConnection : IDisposable
 
     private readonly Member[] _members;
     private int _preferred;
+    private int _leader = -1;
+    private long _term;
+    private int _refreshing;
     private bool _disposed;
 
     private sealed record Member(string Endpoint, GrpcChannel Channel, KV.KVClient Kv, Lease.LeaseClient Lease, Watch.WatchClient Watch, Etcdserverpb.Cluster.ClusterClient Cluster, Maintenance.MaintenanceClient Maintenance);
@@ -149,19 +155,24 @@ public sealed class EtcdConnection : IDisposable
     public async Task<long> PutAsync(string key, string value, long lease = 0, CancellationToken ct = default)
     {
         var request = new PutRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFromUtf8(value), Lease = lease };
-        var response = await CallAsync((m, o) => m.Kv.PutAsync(request, o).ResponseAsync, ct).ConfigureAwait(false);
+        var response = await CallAsync((m, o) => m.Kv.PutAsync(request, o).ResponseAsync, ct, toLeader: true).ConfigureAwait(false);
+        Observe(response.Header);
         return response.Header.Revision;
     }
 
     /// <summary>Runs one transaction: all of its compares hold, and its success operations are applied, or none are.</summary>
-    public Task<TxnResponse> TxnAsync(TxnRequest request, CancellationToken ct = default)
-        => CallAsync((m, o) => m.Kv.TxnAsync(request, o).ResponseAsync, ct);
+    public async Task<TxnResponse> TxnAsync(TxnRequest request, CancellationToken ct = default)
+    {
+        var response = await CallAsync((m, o) => m.Kv.TxnAsync(request, o).ResponseAsync, ct, toLeader: true).ConfigureAwait(false);
+        Observe(response.Header);
+        return response;
+    }
 
     /// <summary>Grants a lease of <paramref name="ttl"/> (whole seconds, at least 1).</summary>
     public async Task<long> GrantLeaseAsync(TimeSpan ttl, CancellationToken ct = default)
     {
         var seconds = Math.Max(1, (long)Math.Ceiling(ttl.TotalSeconds));
-        var response = await CallAsync((m, o) => m.Lease.LeaseGrantAsync(new LeaseGrantRequest { TTL = seconds }, o).ResponseAsync, ct).ConfigureAwait(false);
+        var response = await CallAsync((m, o) => m.Lease.LeaseGrantAsync(new LeaseGrantRequest { TTL = seconds }, o).ResponseAsync, ct, toLeader: true).ConfigureAwait(false);
         if (!string.IsNullOrEmpty(response.Error))
         {
             throw Unavailable(response.Error, null);
@@ -186,12 +197,12 @@ public sealed class EtcdConnection : IDisposable
                 throw new RpcException(new Status(StatusCode.Unavailable, "keepalive stream closed"));
             }
             return call.ResponseStream.Current.TTL;
-        }, ct, perMember).ConfigureAwait(false);
+        }, ct, perMember, toLeader: true).ConfigureAwait(false);
     }
 
     /// <summary>Revokes a lease: its keys go at once.</summary>
     public Task<LeaseRevokeResponse> RevokeLeaseAsync(long lease, CancellationToken ct = default)
-        => CallAsync((m, o) => m.Lease.LeaseRevokeAsync(new LeaseRevokeRequest { ID = lease }, o).ResponseAsync, ct);
+        => CallAsync((m, o) => m.Lease.LeaseRevokeAsync(new LeaseRevokeRequest { ID = lease }, o).ResponseAsync, ct, toLeader: true);
 
     /// <summary>A lease's granted TTL and what is left of it, in seconds (left is -1 when the lease is gone).</summary>
     public async Task<(long Granted, long Left)> LeaseTimeToLiveAsync(long lease, CancellationToken ct = default)
@@ -244,12 +255,57 @@ public sealed class EtcdConnection : IDisposable
 
     private CallOptions Options(CancellationToken ct, TimeSpan? timeout = null) => new(RequireLeader, DateTime.UtcNow + (timeout ?? CallTimeout), ct);
 
-    private async Task<T> CallAsync<T>(Func<Member, CallOptions, Task<T>> call, CancellationToken ct, TimeSpan? timeout = null)
+    /// <summary>The member index writes go to first (-1: not known; they go to the preferred member).</summary>
+    internal int LeaderIndex => Volatile.Read(ref _leader);
+
+    /// <summary>A write's answer: a raft term not seen before means the leader may have changed.</summary>
+    private void Observe(ResponseHeader? header)
+    {
+        if (header is null || _members.Length < 2)
+        {
+            return;
+        }
+        var term = (long)header.RaftTerm;
+        if (Interlocked.Exchange(ref _term, term) != term || Volatile.Read(ref _leader) < 0)
+        {
+            RefreshLeader();
+        }
+    }
+
+    /// <summary>Learns, in the background, which endpoint is the raft leader (one such refresh at a time).</summary>
+    private void RefreshLeader()
+    {
+        if (_members.Length < 2 || Interlocked.Exchange(ref _refreshing, 1) == 1)
+        {
+            return;
+        }
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                var statuses = await MemberStatusAsync().ConfigureAwait(false);
+                var leaderId = statuses.Select(s => s.Status?.Leader ?? 0).FirstOrDefault(id => id != 0);
+                var index = leaderId == 0 ? -1 : Array.FindIndex(_members, m => statuses.Any(s => s.Endpoint == m.Endpoint && s.Status?.Header.MemberId == leaderId));
+                Volatile.Write(ref _leader, index);
+            }
+            catch (Exception e) when (e is RpcException or ObjectDisposedException or InvalidOperationException)
+            {
+                Volatile.Write(ref _leader, -1);
+            }
+            finally
+            {
+                Volatile.Write(ref _refreshing, 0);
+            }
+        });
+    }
+
+    private async Task<T> CallAsync<T>(Func<Member, CallOptions, Task<T>> call, CancellationToken ct, TimeSpan? timeout = null, bool toLeader = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         RpcException? last = null;
         var failures = new List<string>(_members.Length);
-        var start = Volatile.Read(ref _preferred);
+        var leader = toLeader ? Volatile.Read(ref _leader) : -1;
+        var start = leader >= 0 ? leader : Volatile.Read(ref _preferred);
         for (var k = 0; k < _members.Length; k++)
         {
             var index = (start + k) % _members.Length;
@@ -257,7 +313,13 @@ public sealed class EtcdConnection : IDisposable
             try
             {
                 var result = await call(member, Options(ct, timeout)).ConfigureAwait(false);
-                if (k > 0)
+                if (k > 0 && leader >= 0)
+                {
+                    // The leader did not answer: whoever leads now is learned again.
+                    Interlocked.CompareExchange(ref _leader, -1, leader);
+                    RefreshLeader();
+                }
+                else if (k > 0)
                 {
                     Volatile.Write(ref _preferred, index);
                 }

@@ -102,6 +102,29 @@ public sealed class ClusterStoreTests(LabFixture lab) : IClassFixture<LabFixture
     }
 
     [Fact]
+    public async Task Writes_GoToTheRaftLeader_WhicheverMemberIsPreferred()
+    {
+        var key = ClusterKeys.Root + "test/" + Guid.NewGuid().ToString("N")[..8];
+        for (var host = 0; host < 3; host++)
+        {
+            using var etcd = lab.Connect(host);
+            // The first write goes to the preferred member and teaches the connection who leads.
+            await etcd.PutAsync(key, "first");
+            await WaitFor(() => etcd.LeaderIndex >= 0, TimeSpan.FromSeconds(5));
+            var statuses = await etcd.MemberStatusAsync();
+            var leader = statuses.Select(s => s.Status?.Leader ?? 0).First(id => id != 0);
+
+            var txn = new Etcdserverpb.TxnRequest();
+            txn.Success.Add(ClusterAllocator.Put(key, "host" + host));
+            var answer = await etcd.TxnAsync(txn);
+
+            // The member that answered is the leader, not (for two of the three hosts) the local one.
+            Assert.Equal(leader, answer.Header.MemberId);
+            Assert.Equal(statuses[etcd.LeaderIndex].Status!.Header.MemberId, leader);
+        }
+    }
+
+    [Fact]
     public async Task Watch_OnAnotherMember_SeesEveryWriteInOrder()
     {
         var prefix = ClusterKeys.Root + "test/" + Guid.NewGuid().ToString("N")[..8] + "/";
