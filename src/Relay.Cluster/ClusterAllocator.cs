@@ -145,6 +145,36 @@ public sealed class ClusterAllocator
         throw new RelayException(ErrorCode.Conflict, "service", $"service {service} kept changing while it was updated; retry");
     }
 
+    /// <summary>
+    /// Changes an instance in place (<c>relay apply</c>): its spec (command, restart policy, check)
+    /// and whether it is a standby, in one guarded transaction; its node, addresses and name stay.
+    /// A draining instance is leaving and is not changed.
+    /// </summary>
+    public async Task<long> UpdateInstanceSpecAsync(string network, string id, JsonObject spec, bool standby, CancellationToken ct = default)
+    {
+        var key = ClusterKeys.Instance(network, id);
+        for (var attempt = 0; attempt < MaxAttempts; attempt++)
+        {
+            var kv = await _etcd.GetAsync(key, ct).ConfigureAwait(false)
+                ?? throw new RelayException(ErrorCode.NotFound, "instance", $"no instance {id} in network {network}");
+            var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim)
+                ?? throw new RelayException(ErrorCode.Invalid, "instance", $"the record of instance {id} is not one Relay wrote");
+            if (claim.Mode == "draining")
+            {
+                throw new RelayException(ErrorCode.Conflict, "instance", $"instance '{id}' is leaving");
+            }
+            var txn = new TxnRequest();
+            txn.Compare.Add(ModIs(kv));
+            txn.Success.Add(Put(key, JsonSerializer.Serialize(claim with { Spec = spec, Mode = standby ? "standby" : null }, ClusterJson.Default.InstanceClaim)));
+            var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
+            if (response.Succeeded)
+            {
+                return response.Header.Revision;
+            }
+        }
+        throw new RelayException(ErrorCode.Conflict, "instance", $"instance {id} kept changing while it was updated; retry");
+    }
+
     /// <summary>Removes a service and its address guards in one transaction; returns the revision, 0 when it did not exist.</summary>
     public async Task<long> RemoveServiceAsync(string network, string service, CancellationToken ct = default)
     {

@@ -62,9 +62,6 @@ public interface IApplyTarget
     /// <summary>Why an instance cannot be placed on <paramref name="node"/> of <paramref name="network"/> (null: it can).</summary>
     string? NodeUnavailable(string network, string node);
 
-    /// <summary>Why an existing instance cannot be changed in place here (null: it can).</summary>
-    string? InstanceUpdatesUnavailable { get; }
-
     /// <summary>Creates a network.</summary>
     Task CreateNetworkAsync(NetworkOptions options, CancellationToken ct);
 
@@ -108,9 +105,6 @@ public sealed class LocalApplyTarget(RelayDaemon daemon) : IApplyTarget
     /// <inheritdoc/>
     public string? NodeUnavailable(string network, string node)
         => node == (daemon.Options.Node ?? Environment.MachineName) ? null : $"no node '{node}': this daemon is a single host; 'node' needs a cluster (relay daemon --etcd ...)";
-
-    /// <inheritdoc/>
-    public string? InstanceUpdatesUnavailable => null;
 
     /// <inheritdoc/>
     public Task CreateNetworkAsync(NetworkOptions options, CancellationToken ct)
@@ -375,10 +369,6 @@ public sealed class Applier(IApplyTarget target)
                 }
                 if (detail.Count > 0)
                 {
-                    if (target.InstanceUpdatesUnavailable is { } why)
-                    {
-                        errors.Add(ErrorCode.Invalid, $"instances[{i}]", $"instance '{name}' differs ({string.Join("; ", detail)}): {why}");
-                    }
                     changes.UpdateInstances.Add((name, options));
                 }
                 steps.Add(new ApplyStep(detail.Count > 0 ? ApplyActions.Update : ApplyActions.Unchanged, "instance", network, name, string.Join("; ", detail)));

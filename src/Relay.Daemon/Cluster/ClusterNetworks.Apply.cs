@@ -9,8 +9,8 @@ namespace Relay.Daemon.Cluster;
 /// <summary>
 /// <c>relay apply</c> on a cluster node: the same planner as on one host (<see cref="Applier"/>),
 /// writing through the cluster's own guarded transactions, each waited for until every live node
-/// applied it. An instance is not changed in place in a cluster yet (its node would have to restart
-/// its command or check): the plan says so and nothing is applied.
+/// applied it. An instance changed in place keeps its node, namespace and addresses; its node
+/// restarts its command or check (<see cref="UpdateInstanceAsync"/>).
 /// </summary>
 public sealed partial class ClusterNetworks : IApplyTarget
 {
@@ -42,9 +42,6 @@ public sealed partial class ClusterNetworks : IApplyTarget
         return nodes.Contains(node, StringComparer.Ordinal) ? null : $"no live node '{node}' (nodes: {string.Join(", ", nodes)})";
     }
 
-    string? IApplyTarget.InstanceUpdatesUnavailable
-        => "an instance is not changed in place on a cluster yet; give it another name (the new one starts, the old one drains) or 'relay migrate' to a new instance";
-
     async Task IApplyTarget.CreateNetworkAsync(NetworkOptions options, CancellationToken ct) => await CreateNetworkAsync(options, ct).ConfigureAwait(false);
 
     async Task IApplyTarget.AddServicesAsync(string network, IReadOnlyList<(ServiceOptions Options, ServiceSpec Spec)> services, CancellationToken ct)
@@ -62,8 +59,8 @@ public sealed partial class ClusterNetworks : IApplyTarget
     async Task IApplyTarget.AddInstanceAsync(string network, string service, InstanceOptions options, InstanceSpec spec, CancellationToken ct)
         => await AddInstanceAsync(network, spec, ct).ConfigureAwait(false);
 
-    Task IApplyTarget.UpdateInstanceAsync(string network, string name, InstanceOptions options, CancellationToken ct)
-        => throw new RelayException(ErrorCode.Invalid, "instance", ((IApplyTarget)this).InstanceUpdatesUnavailable!);
+    async Task IApplyTarget.UpdateInstanceAsync(string network, string name, InstanceOptions options, CancellationToken ct)
+        => await UpdateInstanceAsync(network, name, options, ct).ConfigureAwait(false);
 
     Task IApplyTarget.RemoveInstanceAsync(string network, string name, bool now, CancellationToken ct) => RemoveInstanceAsync(network, name, now ? TimeSpan.Zero : null, ct);
 

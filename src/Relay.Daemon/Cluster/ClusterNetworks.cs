@@ -569,26 +569,46 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         }
         errors.ThrowIfAny();
         var name = options.Name ?? ResourceName.NextInstance(service, state.Instances.Keys);
-        var json = new JsonObject();
-        if (options.Command is { } command)
-        {
-            json["command"] = new JsonArray([.. command.Select(a => (JsonNode)JsonValue.Create(a)!)]);
-        }
-        if (options.Restart is { } restart)
-        {
-            json["restart"] = restart;
-        }
-        if (spec.Health is { } health)
-        {
-            // As the API gave it (checked above): the instance's node runs it.
-            json["health"] = JsonSerializer.SerializeToNode(health, HealthJson);
-        }
+        var json = SpecOf(options.Command, options.Restart, spec.Health);
         var pool4 = IPNetwork.Parse(claim.InstancePool4);
         var pool6 = IPNetwork.Parse(claim.InstancePool6);
         IPAddress[] reserved = [NodeNetwork.Gateway(pool4), NodeNetwork.Gateway(pool6)];
         var (_, revision) = await Allocator(node).AddInstanceAsync(network, name, service, pool4, pool6, reserved, json, options.Standby ? "standby" : null, ct, pinned).ConfigureAwait(false);
         await WaitAsync(revision, ct).ConfigureAwait(false);
         return Instance(network, name);
+    }
+
+    /// <summary>An instance's record of what runs in it: command, restart policy, check (as the API gave it, checked; its node runs it).</summary>
+    private static JsonObject SpecOf(IReadOnlyList<string>? command, string? restart, HealthSpec? health)
+    {
+        var json = new JsonObject();
+        if (command is not null)
+        {
+            json["command"] = new JsonArray([.. command.Select(a => (JsonNode)JsonValue.Create(a)!)]);
+        }
+        if (restart is not null)
+        {
+            json["restart"] = restart;
+        }
+        if (health is not null)
+        {
+            json["health"] = JsonSerializer.SerializeToNode(health, HealthJson);
+        }
+        return json;
+    }
+
+    /// <summary>
+    /// Changes an instance in place, as on one host: a new command restarts it on its node (its
+    /// namespace, addresses and flows stay), a new check starts afresh, a new restart policy applies
+    /// to the next exit, standby takes it out of or into every balancer. One guarded transaction,
+    /// waited for until every live node applied it.
+    /// </summary>
+    public async Task<InstanceInfo> UpdateInstanceAsync(string network, string name, InstanceOptions options, CancellationToken ct)
+    {
+        var current = Instance(network, name);
+        var revision = await Allocator(Node).UpdateInstanceSpecAsync(network, current.Name, SpecOf(options.Command, options.Restart, options.Health), options.Standby, ct).ConfigureAwait(false);
+        await WaitAsync(revision, ct).ConfigureAwait(false);
+        return Instance(network, current.Name);
     }
 
     /// <summary>

@@ -235,6 +235,8 @@ public sealed partial class NodeNetwork : IDisposable
             {
                 if (_wired.TryGetValue(instance.Name, out var was) && Equals(was.Address4, instance.Address4) && Equals(was.Address6, instance.Address6))
                 {
+                    // Changed in place (relay apply): its namespace, addresses and flows stay.
+                    wired += Respec(was, instance) ? 1 : 0;
                     continue;
                 }
                 if (was is not null)
@@ -321,6 +323,46 @@ public sealed partial class NodeNetwork : IDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// An instance wired here whose record changed in place: a new command restarts it (the old one
+    /// stopped first, TERM then KILL after the stop grace), a new check starts afresh (its verdict
+    /// is none until it has one); a new restart policy or mode needs nothing here (the supervisor
+    /// and the projection read the record). True when a command was restarted (the pid changed).
+    /// </summary>
+    private bool Respec(InstanceEntry was, InstanceEntry now)
+    {
+        var commandChanged = !(was.Command ?? []).SequenceEqual(now.Command ?? []);
+        var checkChanged = was.HealthSpec != now.HealthSpec;
+        if (!commandChanged && !checkChanged)
+        {
+            _wired[now.Name] = now;
+            return false;
+        }
+        if (commandChanged)
+        {
+            if (_supervisor.Release(now.Name) is { } old)
+            {
+                old.StopAsync(_options.StopGrace).GetAwaiter().GetResult();
+                old.Dispose();
+            }
+            if (now.Command is { IsDefaultOrEmpty: false } command)
+            {
+                _supervisor.Supervise(now.Name, StartCommand(now, command));
+            }
+        }
+        if (checkChanged)
+        {
+            Forget(now.Name);
+            StartHealth(now);
+        }
+        _wired[now.Name] = now;
+        LogRespecced(_log, _options.Name, Node, now.Name, commandChanged ? "command restarted" : "command kept", checkChanged ? "check started afresh" : "check kept");
+        return commandChanged;
+    }
+
+    [LoggerMessage(EventId = 105, Level = LogLevel.Information, Message = "network {Network} on node {Node}: instance {Instance} changed in place: {Command}, {Check}")]
+    private static partial void LogRespecced(ILogger log, string network, string node, string instance, string command, string check);
 
     private void Unwire(InstanceEntry instance)
     {

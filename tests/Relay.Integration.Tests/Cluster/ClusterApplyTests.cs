@@ -65,15 +65,15 @@ public sealed class ClusterApplyTests(ITestOutputHelper output)
             await LabFixture.Until(() => Instances(lab, 2).All(i => i.GetProperty("name").GetString() != "b-2"), TimeSpan.FromSeconds(40), "b-2 drained and gone");
             Assert.Equal(lab.Hosts[0].Name, Instances(lab, 2).Single(i => i.GetProperty("name").GetString() == "b-3").GetProperty("node").GetString());
 
-            // What a cluster cannot do (an instance changed in place, a node that is not there) is
-            // refused with every reason, and nothing is applied.
+            // A file with a mistake (a node that is not there) is refused with its reason, and
+            // nothing of it is applied: not the valid change of a-1 either.
+            string WithCommand(string text, string seconds) => text.Replace($"name: a-1\n    node: {lab.Hosts[0].Name}", $"name: a-1\n    node: {lab.Hosts[0].Name}\n    command: [sleep, \"{seconds}\"]", StringComparison.Ordinal);
             var before = Ok(lab, 0, "instance", "ls", "-o", "json");
-            var bad = Write("bad.yaml", Desired(lab, "round-robin", ("b-1", 1), ("b-3", 0)).Replace($"name: a-1\n    node: {lab.Hosts[0].Name}", $"name: a-1\n    node: {lab.Hosts[0].Name}\n    command: [sleep, \"1000\"]", StringComparison.Ordinal)
+            var bad = Write("bad.yaml", WithCommand(Desired(lab, "round-robin", ("b-1", 1), ("b-3", 0)), "1000")
                 + "  - service: b.com\n    name: b-9\n    node: nowhere\n");
             var r = Sh.Run(DaemonBed.Binary, "--socket", lab.Hosts[1].Socket, "apply", "-f", bad);
             output.WriteLine(r.Stderr);
             Assert.NotEqual(0, r.ExitCode);
-            Assert.Contains("not changed in place", r.Stderr, StringComparison.Ordinal);
             Assert.Contains("no live node 'nowhere'", r.Stderr, StringComparison.Ordinal);
             Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
             Assert.Equal(before, Ok(lab, 0, "instance", "ls", "-o", "json"));
@@ -81,6 +81,21 @@ public sealed class ClusterApplyTests(ITestOutputHelper output)
             {
                 Assert.Equal("maglev", services.RootElement.EnumerateArray().Single(s => s.GetProperty("name").GetString() == "b.com").GetProperty("policy").GetString());
             }
+
+            // An instance changed in place, from another host: its node starts the new command in
+            // the same namespace (same addresses, same flows), and stops the old one for the next.
+            var a1 = $"relay-default@{lab.Hosts[0].Name}.a-1";
+            var address = Instances(lab, 1).Single(i => i.GetProperty("name").GetString() == "a-1").GetProperty("address4").GetString();
+            Assert.Equal(["update instance a-1"], Changed(Ok(lab, 1, "apply", "-f", Write("v3.yaml", WithCommand(Desired(lab, "maglev", ("b-1", 1), ("b-3", 0)), "1000")), "-o", "json")));
+            Assert.Equal(["sleep 1000"], Commands(a1));
+            // The next change also gives it a check, which its node starts (the verdict reaches every host).
+            var v4 = WithCommand(Desired(lab, "maglev", ("b-1", 1), ("b-3", 0)), "2000").Replace("command: [sleep, \"2000\"]", "command: [sleep, \"2000\"]\n    health: { type: icmp, interval: 200ms }", StringComparison.Ordinal);
+            Assert.Equal(["update instance a-1"], Changed(Ok(lab, 2, "apply", "-f", Write("v4.yaml", v4), "-o", "json")));
+            await LabFixture.Until(() => Commands(a1).SequenceEqual(["sleep 2000"]), TimeSpan.FromSeconds(5), "only the new command runs in a-1");
+            await LabFixture.Until(() => Instances(lab, 1).Single(i => i.GetProperty("name").GetString() == "a-1").GetProperty("health").GetString() == "healthy", TimeSpan.FromSeconds(10), "a-1's new check says healthy on host 2");
+            Assert.Equal(address, Instances(lab, 0).Single(i => i.GetProperty("name").GetString() == "a-1").GetProperty("address4").GetString());
+            ping = Sh.InNs(a1, "ping", "-c", "2", "-i", "0.2", "-W", "2", "b.com");
+            Assert.True(ping.ExitCode == 0, ping.Stdout + ping.Stderr);
 
             // A migration with --from among two active instances moves that one only, into its
             // slot (the single host's rule): b-3 stays in the balancer.
@@ -100,6 +115,14 @@ public sealed class ClusterApplyTests(ITestOutputHelper output)
         {
             LabCluster.Down(lab, Relay.Engine.NetworkRecord.RemoveAll);
         }
+    }
+
+    /// <summary>The command lines of the processes in a network namespace.</summary>
+    private static string[] Commands(string netns)
+    {
+        var pids = Sh.Run("ip", "netns", "pids", netns).Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return [.. pids.Select(p => { try { return File.ReadAllText($"/proc/{p}/cmdline").Replace('\0', ' ').Trim(); } catch (IOException) { return ""; } })
+            .Where(c => c.Length > 0).Order(StringComparer.Ordinal)];
     }
 
     private static string[] Changed(string json)
