@@ -64,6 +64,7 @@ public sealed partial class AppliedRecorder : IAsyncDisposable
 
     private async Task RunAsync()
     {
+        var failing = false;
         while (!_stop.IsCancellationRequested)
         {
             AppliedRecord? next;
@@ -88,11 +89,25 @@ public sealed partial class AppliedRecorder : IAsyncDisposable
             {
                 await _lease.RecordAppliedAsync(next.Revision, next.At ?? DateTimeOffset.UtcNow, _stop.Token).ConfigureAwait(false);
                 Interlocked.Exchange(ref _written, next.Revision);
+                if (failing)
+                {
+                    failing = false;
+                    LogRecorded(_log, _node, next.Revision);
+                }
+            }
+            catch (Exception) when (_stop.IsCancellationRequested)
+            {
+                return; // stopping: the daemon's lease goes with it
             }
             catch (Exception e) when (e is RelayException or Grpc.Core.RpcException)
             {
                 // The kernel holds the state; only the record of it is late (the store is away).
-                LogNotRecorded(_log, _node, next.Revision, e.Message);
+                // Said once per outage, not at every try.
+                if (!failing)
+                {
+                    failing = true;
+                    LogNotRecorded(_log, _node, next.Revision, e.Message);
+                }
                 lock (_gate)
                 {
                     _pending ??= next;
@@ -105,10 +120,6 @@ public sealed partial class AppliedRecorder : IAsyncDisposable
                 {
                     return;
                 }
-            }
-            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
-            {
-                return;
             }
         }
     }
@@ -124,4 +135,7 @@ public sealed partial class AppliedRecorder : IAsyncDisposable
 
     [LoggerMessage(EventId = 86, Level = LogLevel.Warning, Message = "node {Node}: revision {Revision} applied but not recorded yet: {Error}; tried again every 0.5 s")]
     private static partial void LogNotRecorded(ILogger log, string node, long revision, string error);
+
+    [LoggerMessage(EventId = 106, Level = LogLevel.Information, Message = "node {Node}: revision {Revision} recorded as applied (the store answers again)")]
+    private static partial void LogRecorded(ILogger log, string node, long revision);
 }
