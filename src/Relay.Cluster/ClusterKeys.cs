@@ -20,6 +20,12 @@ public static class ClusterKeys
     /// <summary>The revision each node last applied to its kernel: <c>applied/NODE</c>, on the node's lease.</summary>
     public const string AppliedPrefix = Root + "applied/";
 
+    /// <summary>Heartbeats: <c>alive/NODE</c>, on the node's lease, written every third of its TTL (what <see cref="NodeLiveness"/> looks for).</summary>
+    public const string AlivePrefix = Root + "alive/";
+
+    /// <summary>A node's heartbeat key.</summary>
+    public static string Alive(string node) => AlivePrefix + node;
+
     /// <summary>A node's record.</summary>
     public static string Node(string node) => NodesPrefix + node;
 

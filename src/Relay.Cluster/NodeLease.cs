@@ -17,6 +17,7 @@ public sealed class NodeLease : IAsyncDisposable
     private readonly EtcdConnection _etcd;
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _renewals;
+    private readonly Task _beats;
     private long _lease;
     private long _renewedTicks;
     private int _disposed;
@@ -29,6 +30,7 @@ public sealed class NodeLease : IAsyncDisposable
         _lease = record.Lease;
         _renewedTicks = Environment.TickCount64;
         _renewals = Task.Run(RenewLoopAsync);
+        _beats = Task.Run(BeatLoopAsync);
     }
 
     /// <summary>The node's record as written.</summary>
@@ -68,6 +70,7 @@ public sealed class NodeLease : IAsyncDisposable
         var txn = new TxnRequest();
         txn.Success.Add(ClusterAllocator.Put(ClusterKeys.Node(record.Name), JsonSerializer.Serialize(record, ClusterJson.Default.NodeRecord), lease));
         txn.Success.Add(ClusterAllocator.Put(ClusterKeys.Applied(record.Name), AppliedRecord.None.ToJson(), lease));
+        txn.Success.Add(ClusterAllocator.Put(ClusterKeys.Alive(record.Name), Beat(), lease));
         await etcd.TxnAsync(txn, ct).ConfigureAwait(false);
         var old = previous is null ? null : ClusterJson.TryParse(previous.Value.ToStringUtf8(), ClusterJson.Default.NodeRecord);
         if (old is not null && old.Lease != 0 && old.Lease != lease)
@@ -88,6 +91,39 @@ public sealed class NodeLease : IAsyncDisposable
     /// <summary>Records that this node's kernel reflects <paramref name="revision"/> since <paramref name="at"/>.</summary>
     public Task RecordAppliedAsync(long revision, DateTimeOffset at, CancellationToken ct = default)
         => _etcd.PutAsync(ClusterKeys.Applied(Record.Name), new AppliedRecord(revision, at).ToJson(), Lease, ct);
+
+    private static string Beat() => DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// Writes the heartbeat (<c>alive/NODE</c>: the time by this node's clock) every third of the
+    /// TTL, and 100 ms after a write that failed: peers take a node whose heartbeat they have not
+    /// seen for a TTL for gone (<see cref="NodeLiveness"/>). A write waits on one member for half a
+    /// period at most, so that a member that vanished does not hold the next beat back.
+    /// </summary>
+    private async Task BeatLoopAsync()
+    {
+        var period = NodeLiveness.HeartbeatPeriod(Ttl);
+        var perMember = TimeSpan.FromMilliseconds(Math.Min(1000, period.TotalMilliseconds / 2));
+        var wait = period;
+        while (!_stop.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(wait, _stop.Token).ConfigureAwait(false);
+                await _etcd.PutAsync(ClusterKeys.Alive(Record.Name), Beat(), Lease, _stop.Token, perMember).ConfigureAwait(false);
+                wait = period;
+            }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is RelayException or Grpc.Core.RpcException)
+            {
+                // The store is away, or the lease expired (the renewals join again): beat again soon.
+                wait = TimeSpan.FromMilliseconds(100);
+            }
+        }
+    }
 
     private async Task RenewLoopAsync()
     {
@@ -132,7 +168,7 @@ public sealed class NodeLease : IAsyncDisposable
         await _stop.CancelAsync().ConfigureAwait(false);
         try
         {
-            await _renewals.ConfigureAwait(false);
+            await Task.WhenAll(_renewals, _beats).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
@@ -153,7 +189,7 @@ public sealed class NodeLease : IAsyncDisposable
         await _stop.CancelAsync().ConfigureAwait(false);
         try
         {
-            await _renewals.ConfigureAwait(false);
+            await Task.WhenAll(_renewals, _beats).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {

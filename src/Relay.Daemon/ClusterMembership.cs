@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Globalization;
 using System.Net;
 using System.Text.Json;
@@ -26,16 +27,32 @@ public sealed partial class ClusterMembership : IAsyncDisposable
     private readonly ILogger _log;
     private readonly Dictionary<string, (NodeRecord Record, DateTimeOffset Since)> _lost = new(StringComparer.Ordinal);
     private readonly Lock _gate = new();
+    private readonly NodeLiveness _liveness;
+    private readonly Task _judging;
     private volatile WatchStep? _state;
+    private volatile IReadOnlySet<string> _suspected = System.Collections.Frozen.FrozenSet<string>.Empty;
+    private long _relevantRevision;
 
     private ClusterMembership(EtcdConnection etcd, NodeLease lease, ILogger log)
     {
         _etcd = etcd;
         _lease = lease;
         _log = log;
+        _liveness = new NodeLiveness(lease.Record.Name, lease.Ttl);
         _watch = new ClusterWatch(etcd, ClusterKeys.Root);
         _watching = _watch.RunAsync(Observe, _stop.Token);
+        _judging = JudgeAsync(_stop.Token);
     }
+
+    /// <summary>
+    /// Peers this node takes for gone while their lease still holds: no heartbeat seen for a TTL
+    /// (see <see cref="NodeLiveness"/>). Their instances leave this node's balancers, as a failed
+    /// health check's do; moving their instances elsewhere waits for the lease to expire.
+    /// </summary>
+    public IReadOnlySet<string> Suspected => _suspected;
+
+    /// <summary>Raised (on a pool thread, never two at once) when <see cref="Suspected"/> changed.</summary>
+    public event Action? SuspicionChanged;
 
     /// <summary>This node's name.</summary>
     public string Node => _lease.Record.Name;
@@ -123,27 +140,87 @@ public sealed partial class ClusterMembership : IAsyncDisposable
     {
         var before = _state;
         _state = step;
-        if (before is null)
-        {
-            return Task.CompletedTask;
-        }
+        var now = Environment.TickCount64;
         lock (_gate)
         {
-            foreach (var key in step.Changed.Where(k => k.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal)))
+            if (step.Changed.Any(k => !k.StartsWith(ClusterKeys.AppliedPrefix, StringComparison.Ordinal) && !k.StartsWith(ClusterKeys.AlivePrefix, StringComparison.Ordinal)))
             {
+                Interlocked.Exchange(ref _relevantRevision, step.Revision);
+            }
+            foreach (var key in step.Changed)
+            {
+                var alive = key.StartsWith(ClusterKeys.AlivePrefix, StringComparison.Ordinal);
+                if (!alive && !key.StartsWith(ClusterKeys.NodesPrefix, StringComparison.Ordinal))
+                {
+                    continue;
+                }
                 var name = ClusterKeys.Leaf(key);
                 if (step.State.ContainsKey(key))
                 {
-                    _lost.Remove(name);
+                    // A heartbeat, or the record of a node that joined: seen now.
+                    _liveness.Seen(name, now);
+                    if (!alive)
+                    {
+                        _lost.Remove(name);
+                    }
                 }
-                else if (before.State.TryGetValue(key, out var json) && ParseNode(json) is { } record)
+                else if (!alive)
                 {
-                    _lost[name] = (record, DateTimeOffset.UtcNow);
-                    LogNodeLost(_log, name);
+                    _liveness.Gone(name);
+                    if (before is not null && before.State.TryGetValue(key, out var json) && ParseNode(json) is { } record)
+                    {
+                        _lost[name] = (record, DateTimeOffset.UtcNow);
+                        LogNodeLost(_log, name);
+                    }
                 }
             }
         }
+        Judge(now);
         return Task.CompletedTask;
+    }
+
+    /// <summary>Every 100 ms: which peers' heartbeats stayed away for a TTL.</summary>
+    private async Task JudgeAsync(CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(100));
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false))
+            {
+                Judge(Environment.TickCount64);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private readonly Lock _judge = new();
+
+    private void Judge(long now)
+    {
+        lock (_judge)
+        {
+            IReadOnlySet<string> was = _suspected, next;
+            lock (_gate)
+            {
+                if (!_liveness.Evaluate(now))
+                {
+                    return;
+                }
+                next = _liveness.Suspected.ToFrozenSet(StringComparer.Ordinal);
+            }
+            _suspected = next;
+            foreach (var node in next.Except(was))
+            {
+                LogSuspected(_log, node, _lease.Ttl.TotalSeconds);
+            }
+            foreach (var node in was.Except(next))
+            {
+                LogCleared(_log, node, _state?.State.ContainsKey(ClusterKeys.Node(node)) == true ? "its heartbeat came again" : "its lease expired: it is lost");
+            }
+            SuspicionChanged?.Invoke();
+        }
     }
 
     /// <summary>Every node: live ones from the cluster's state, lost ones this daemon saw go.</summary>
@@ -164,7 +241,10 @@ public sealed partial class ClusterMembership : IAsyncDisposable
                 var appliedRecord = AppliedRecord.Parse(state.State.GetValueOrDefault(ClusterKeys.Applied(record.Name)));
                 var applied = appliedRecord.Revision;
                 var age = await LeaseAgeAsync(record, ct).ConfigureAwait(false);
-                result.Add(new NodeInfo(record.Name, record.Underlay, "ready", age, instances.GetValueOrDefault(record.Name), applied, applied == 0 ? null : state.Revision - applied, record.StartedAt, record.Name == Node) { AppliedAt = appliedRecord.At });
+                // Lag counts the revisions that changed desired state: heartbeats and applied records do not.
+                var lag = applied == 0 ? (long?)null : Math.Max(0, Interlocked.Read(ref _relevantRevision) - applied);
+                var condition = _suspected.Contains(record.Name) ? "suspect" : "ready";
+                result.Add(new NodeInfo(record.Name, record.Underlay, condition, age, instances.GetValueOrDefault(record.Name), applied, lag, record.StartedAt, record.Name == Node) { AppliedAt = appliedRecord.At });
             }
         }
         lock (_gate)
@@ -250,6 +330,7 @@ public sealed partial class ClusterMembership : IAsyncDisposable
     {
         await _stop.CancelAsync().ConfigureAwait(false);
         await _watching.ConfigureAwait(false);
+        await _judging.ConfigureAwait(false);
         await _lease.DisposeAsync().ConfigureAwait(false);
         _etcd.Dispose();
         _stop.Dispose();
@@ -261,6 +342,12 @@ public sealed partial class ClusterMembership : IAsyncDisposable
 
     [LoggerMessage(EventId = 71, Level = LogLevel.Warning, Message = "node {Node}: its lease expired; it left the cluster")]
     private static partial void LogNodeLost(ILogger log, string node);
+
+    [LoggerMessage(EventId = 74, Level = LogLevel.Warning, Message = "node {Node}: no heartbeat seen for a lease TTL ({Ttl}s) while this node's came through: suspected; its instances leave this node's balancers until it beats again (or its lease expires and it is lost)")]
+    private static partial void LogSuspected(ILogger log, string node, double ttl);
+
+    [LoggerMessage(EventId = 75, Level = LogLevel.Information, Message = "node {Node}: no longer suspected: {Why}")]
+    private static partial void LogCleared(ILogger log, string node, string why);
 
     [LoggerMessage(EventId = 73, Level = LogLevel.Warning, Message = "node {Node}: cannot join yet (attempt {Attempt}): {Error}; trying again")]
     private static partial void LogJoinRetry(ILogger log, string node, int attempt, string error);

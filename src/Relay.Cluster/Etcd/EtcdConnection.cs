@@ -151,11 +151,14 @@ public sealed class EtcdConnection : IDisposable
         return (response.Kvs, response.Header.Revision);
     }
 
-    /// <summary>Writes one key (optionally attached to a lease); returns the revision of the write.</summary>
-    public async Task<long> PutAsync(string key, string value, long lease = 0, CancellationToken ct = default)
+    /// <summary>
+    /// Writes one key (optionally attached to a lease); returns the revision of the write.
+    /// <paramref name="perMember"/> bounds the wait on each member (default: the call timeout).
+    /// </summary>
+    public async Task<long> PutAsync(string key, string value, long lease = 0, CancellationToken ct = default, TimeSpan? perMember = null)
     {
         var request = new PutRequest { Key = ByteString.CopyFromUtf8(key), Value = ByteString.CopyFromUtf8(value), Lease = lease };
-        var response = await CallAsync((m, o) => m.Kv.PutAsync(request, o).ResponseAsync, ct, toLeader: true).ConfigureAwait(false);
+        var response = await CallAsync((m, o) => m.Kv.PutAsync(request, o).ResponseAsync, ct, perMember, toLeader: true).ConfigureAwait(false);
         Observe(response.Header);
         return response.Header.Revision;
     }
@@ -231,6 +234,27 @@ public sealed class EtcdConnection : IDisposable
             }
         });
         return await Task.WhenAll(tasks).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Makes the member at <paramref name="endpoint"/> the raft leader (etcd's move-leader, asked of
+    /// the current leader); nothing when it leads already. For the lab and tests: a node loss whose
+    /// member led is the hard case of a fail-over (an election, and every lease renewed in full).
+    /// </summary>
+    public async Task MoveLeaderAsync(string endpoint, CancellationToken ct = default)
+    {
+        var statuses = await MemberStatusAsync(ct).ConfigureAwait(false);
+        var target = statuses.FirstOrDefault(s => s.Endpoint == endpoint).Status
+            ?? throw new RelayException(ErrorCode.Unavailable, "etcd", $"member {endpoint} does not answer");
+        var leaderId = target.Leader;
+        if (target.Header.MemberId == leaderId)
+        {
+            return;
+        }
+        var leader = _members.FirstOrDefault(m => statuses.Any(s => s.Endpoint == m.Endpoint && s.Status?.Header.MemberId == leaderId))
+            ?? throw new RelayException(ErrorCode.Unavailable, "etcd", "the raft leader is not one of the endpoints");
+        await leader.Maintenance.MoveLeaderAsync(new MoveLeaderRequest { TargetID = target.Header.MemberId }, Options(ct, TimeSpan.FromSeconds(5))).ResponseAsync.ConfigureAwait(false);
+        RefreshLeader();
     }
 
     /// <summary>

@@ -77,6 +77,31 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         // Verdicts live on the node's lease: a node that had to join again under a new lease
         // writes them again (a check whose verdict did not change would not).
         _lease.Rejoined += _ => RewriteHealth();
+        _membership = membership;
+        membership.SuspicionChanged += Resuspect;
+    }
+
+    private readonly ClusterMembership _membership;
+
+    /// <summary>A peer was suspected, or seen again: every network's kernel takes it out, or back in, at once.</summary>
+    private void Resuspect()
+    {
+        Part[] parts;
+        lock (_gate)
+        {
+            if (_left)
+            {
+                return;
+            }
+            parts = [.. _parts.Values];
+        }
+        var suspected = _membership.Suspected;
+        foreach (var part in parts)
+        {
+            part.Reconciler.Resuspect(suspected);
+        }
+        // Waits for applied revisions leave suspected nodes out: wake them.
+        Interlocked.Exchange(ref _stepped, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
     }
 
     private void RewriteHealth()
@@ -174,7 +199,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         var applied = false;
         foreach (var part in parts)
         {
-            var outcome = part.Reconciler.Apply(step);
+            var outcome = part.Reconciler.Apply(step, _membership.Suspected);
             failed |= outcome == ClusterReconciler.StepOutcome.Failed;
             applied |= outcome == ClusterReconciler.StepOutcome.Applied;
         }
@@ -809,8 +834,15 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     /// </summary>
     private DateTimeOffset? LastAppliedAt(long revision)
     {
-        var progress = _progress;
+        var progress = Live(_progress);
         return progress.Count > 0 && progress.Values.All(r => r.Revision >= revision && r.At is not null) ? progress.Values.Max(r => r.At) : null;
+    }
+
+    /// <summary>The nodes' progress without the suspected ones (they apply nothing until they are seen again).</summary>
+    private ImmutableDictionary<string, AppliedRecord> Live(ImmutableDictionary<string, AppliedRecord> progress)
+    {
+        var suspected = _membership.Suspected;
+        return suspected.Count == 0 ? progress : progress.RemoveRange(suspected);
     }
 
     /// <summary>
@@ -824,7 +856,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
         while (true)
         {
             var stepped = Volatile.Read(ref _stepped).Task;
-            var progress = _progress;
+            var progress = Live(_progress);
             if (progress.Count > 0 && progress.Values.All(r => r.Revision >= revision))
             {
                 return [];
@@ -917,6 +949,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
     /// <summary>Stops watching; every part is left running in the kernel (the next start adopts it).</summary>
     public async ValueTask DisposeAsync()
     {
+        _membership.SuspicionChanged -= Resuspect;
         await _stop.CancelAsync().ConfigureAwait(false);
         await Task.WhenAll(_watching, _draining).ConfigureAwait(false);
         await _recorder.DisposeAsync().ConfigureAwait(false);

@@ -195,9 +195,11 @@ public sealed partial class NodeNetwork : IDisposable
     /// As <see cref="Reconcile(NetworkState)"/>, for a state that follows <paramref name="from"/> by
     /// <paramref name="change"/>: when the kernel holds <paramref name="from"/>, only what the change
     /// names is projected and written (a re-point among 10,000 services costs what it changed);
-    /// otherwise (the first step, or after one that failed) the whole state is.
+    /// otherwise (the first step, or after one that failed) the whole state is. With
+    /// <paramref name="again"/>, a state at the revision already applied is applied too: this node's
+    /// view changed without the store changing (a peer suspected, or seen again).
     /// </summary>
-    public ReconcileResult Reconcile(NetworkState state, NetworkState? from, StateChange? change)
+    public ReconcileResult Reconcile(NetworkState state, NetworkState? from, StateChange? change, bool again = false)
     {
         var started = Stopwatch.GetTimestamp();
         lock (_gate)
@@ -207,7 +209,7 @@ public sealed partial class NodeNetwork : IDisposable
             {
                 throw new ArgumentException($"state of network '{state.Network}' given to network '{_options.Name}'", nameof(state));
             }
-            if (_applied is { } last && state.Revision != 0 && state.Revision <= last.Revision)
+            if (_applied is { } last && state.Revision != 0 && (state.Revision < last.Revision || (state.Revision == last.Revision && !again)))
             {
                 return new ReconcileResult(last.Revision, 0, 0, 0, false, Stopwatch.GetElapsedTime(started));
             }

@@ -82,18 +82,17 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
             var lost = Array.IndexOf(h, victim.GetProperty("node").GetString());
             output.WriteLine($"the ping's flow is on {victimName} at {backend}, on {h[lost]}: that node goes");
             var moving = Instances(lab, 0).Single(i => i.GetProperty("service").GetString() == "c.com" && i.GetProperty("node").GetString() == h[lost]).GetProperty("name").GetString()!;
-            // etcd's lease expiry is the floor: a member that becomes leader renews every lease for
-            // a full TTL, so when the lost node's member led, the election comes on top.
-            bool led;
+            // The hard case on purpose: the lost node's etcd member leads, so an election comes on
+            // top, and the new leader renews every lease for a full TTL (etcd's expiry alone took
+            // 4.2 s with TTL 2 s then). The peers' heartbeat detector must hold the bound all the same.
             using (var etcd = LabCluster.Connect(lab, 0, TimeSpan.FromSeconds(2)))
             {
+                await etcd.MoveLeaderAsync(lab.Hosts[lost].Etcd);
                 var status = await etcd.MemberStatusAsync();
                 var member = status.Single(x => x.Endpoint == lab.Hosts[lost].Etcd).Status!;
-                led = member.Header.MemberId == member.Leader;
+                Assert.Equal(member.Header.MemberId, member.Leader);
             }
-            // When it led: the election (up to twice the 500 ms timeout), the new leader's full TTL for
-            // every lease and its 500 ms expiry sweep come on top (measured: 4.2 s with TTL 2 s).
-            var bound = Ttl + TimeSpan.FromSeconds(1) + (led ? TimeSpan.FromMilliseconds(2 * 500 + 1000) : TimeSpan.Zero);
+            var bound = Ttl + TimeSpan.FromSeconds(1);
             var cut = DateTimeOffset.UtcNow;
             LabCluster.KillDaemon(lab.Hosts[lost]);
             LabCluster.SetLinkUp(lab, lab.Hosts[lost], up: false);
@@ -114,12 +113,14 @@ public sealed partial class ClusterFailoverTests(ITestOutputHelper output)
                     + string.Join(" | ", printed.Split('\n').TakeLast(12)) + " | conntrack: " + Sh.InNs(orchestrator, "conntrack", "-L").Stdout);
             }
             var gap = LongestSilence(await lines, cut);
-            output.WriteLine($"longest silence after the cut: {gap.TotalMilliseconds:F0} ms (lease TTL {Ttl.TotalSeconds} s; its etcd member {(led ? "was" : "was not")} the leader; bound {bound.TotalMilliseconds} ms)");
+            output.WriteLine($"longest silence after the cut: {gap.TotalMilliseconds:F0} ms (lease TTL {Ttl.TotalSeconds} s; its etcd member was the leader; bound {bound.TotalMilliseconds} ms)");
             // The requirement's bound. No lower bound: in full-suite runs the ping at times never
             // went silent although conntrack showed its flow on the lost node's instance (not
             // explained yet; see the issue note).
             Assert.InRange(gap, TimeSpan.Zero, bound);
-            Assert.Equal("lost", Nodes(lab, 0)[lost].GetProperty("state").GetString());
+            // Suspected by its peers' detector, or lost already (its lease expired).
+            Assert.Contains(Nodes(lab, 0)[lost].GetProperty("state").GetString(), new[] { "suspect", "lost" });
+            await LabFixture.Until(() => Nodes(lab, 0)[lost].GetProperty("state").GetString() == "lost", TimeSpan.FromSeconds(5), $"{h[lost]} lost once its lease expired");
             var other = Instances(lab, 0).Single(i => i.GetProperty("service").GetString() == "b.com" && i.GetProperty("name").GetString() != victimName);
             Assert.Equal(other.GetProperty("address4").GetString(), after);
 
