@@ -33,7 +33,29 @@ internal sealed record CrossHostMigration(
     long UdpSent,
     long UdpNeverReceived,
     long UdpAtOldAfterReturn,
-    int NoSwitchSeen);
+    int NoSwitchSeen)
+{
+    /// <summary>Datagrams the sender's kernel refused (counted in never received).</summary>
+    public long SendErrors { get; init; }
+
+    /// <summary>Datagrams the receivers' sockets dropped for lack of buffer (SO_RXQ_OVFL; counted in never received).</summary>
+    public long SocketDrops { get; init; }
+
+    /// <summary>Datagrams the data plane did not deliver to an instance's socket: never received, less those the socket itself dropped (the recorder thread was not scheduled in time).</summary>
+    public long UdpNotDelivered => UdpNeverReceived - SocketDrops;
+
+    /// <summary>Of those never received: sent while a migration call was open (request to answer).</summary>
+    public long LostDuringCalls { get; init; }
+
+    /// <summary>Of those never received: sent within 200 ms after a call's answer.</summary>
+    public long LostJustAfterCalls { get; init; }
+
+    /// <summary>Runs of consecutive datagrams never received, and the longest (datagrams).</summary>
+    public int LostRuns { get; init; }
+
+    /// <summary>The longest run of consecutive datagrams never received.</summary>
+    public long LongestLostRun { get; init; }
+}
 
 /// <summary>One node loss: the node whose instance takes a fixed-port UDP flow loses its daemon and its underlay link.</summary>
 /// <param name="SilenceMs">From the last datagram the lost node's instance got to the first the other instance got, in stream time (1,000/s).</param>
@@ -75,7 +97,7 @@ internal static class ClusterDataPath
             progress(string.Create(inv, $"  VXLAN: new flow same host {vxlan.LocalNewFlowUs:F1} us, across hosts {vxlan.RemoteNewFlowUs:F1} us; TCP 1 stream {vxlan.LocalGbps:F1} vs {vxlan.RemoteGbps:F1} Gbps, 4 streams {vxlan.LocalGbps4:F1} vs {vxlan.RemoteGbps4:F1} Gbps"));
 
             var migration = Migrate(api, client, h, smoke ? 3 : quick ? 20 : 100, smoke ? 5_000 : 50_000, progress);
-            progress(string.Create(inv, $"  cross-host migration: {migration.Migrations} re-points, call p50 {migration.Call.P50Ms:F1} ms, switch p50 {migration.SwitchMs.P50Ms:F1} ms; ping -f lost {migration.PingLost} of {migration.PingSent}, UDP never received {migration.UdpNeverReceived}, at the old instance after the call {migration.UdpAtOldAfterReturn}"));
+            progress(string.Create(inv, $"  cross-host migration: {migration.Migrations} re-points, call p50 {migration.Call.P50Ms:F1} ms, switch p50 {migration.SwitchMs.P50Ms:F1} ms; ping -f lost {migration.PingLost} of {migration.PingSent}, UDP never received {migration.UdpNeverReceived} ({migration.LostRuns} runs, longest {migration.LongestLostRun}; {migration.LostDuringCalls} sent while a call was open, {migration.LostJustAfterCalls} within 200 ms after one; sender refused {migration.SendErrors}, receiver sockets dropped {migration.SocketDrops}), at the old instance after the call {migration.UdpAtOldAfterReturn}"));
 
             var runs = new List<FailoverRun>();
             lab = Failover(lab, api, client, h, ttl, relay, smoke || quick ? 1 : 3, runs, progress);
@@ -145,6 +167,7 @@ internal static class ClusterDataPath
             var switches = new List<double>();
             var atOldLate = 0L;
             var noSwitch = 0;
+            var windows = new List<(long Before, long Returned)>();
             var seqBegin = sender.LastSent;
             for (var i = 0; i < count; i++)
             {
@@ -156,6 +179,7 @@ internal static class ClusterDataPath
                 Post(api, "v1/networks/default/services/b.com/migrate", new { to = fresh.GetProperty("name").GetString() });
                 call.Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
                 var returned = sender.LastSent;
+                windows.Add((before, returned));
                 // The old instance drains (no TCP flows: at once) and goes; what it got is final then.
                 Thread.Sleep(150);
                 currentRecorder.Stop();
@@ -200,12 +224,39 @@ internal static class ClusterDataPath
                     got.Add(s);
                 }
             }
+            // Where the losses fall: while a call was open, just after one, or elsewhere; and in what runs.
             var never = 0L;
+            long during = 0, after = 0, run = 0, longest = 0;
+            var runs = 0;
+            var justAfter = rate / 5;
             for (var s = seqBegin + 1; s <= seqEnd; s++)
             {
-                never += got.Contains(s) ? 0 : 1;
+                if (got.Contains(s))
+                {
+                    run = 0;
+                    continue;
+                }
+                never++;
+                runs += run == 0 ? 1 : 0;
+                longest = Math.Max(longest, ++run);
+                if (windows.Any(w => s > w.Before && s <= w.Returned))
+                {
+                    during++;
+                }
+                else if (windows.Any(w => s > w.Returned && s <= w.Returned + justAfter))
+                {
+                    after++;
+                }
             }
-            return new CrossHostMigration(count, LatencySummary.Of(call), LatencySummary.Of(switches.Count > 0 ? switches : [double.NaN]), sent, lost, rate, seqEnd - seqBegin, never, atOldLate, noSwitch);
+            return new CrossHostMigration(count, LatencySummary.Of(call), LatencySummary.Of(switches.Count > 0 ? switches : [double.NaN]), sent, lost, rate, seqEnd - seqBegin, never, atOldLate, noSwitch)
+            {
+                SendErrors = sender.SendErrors,
+                SocketDrops = recorders.Sum(r => r.SocketDrops),
+                LostDuringCalls = during,
+                LostJustAfterCalls = after,
+                LostRuns = runs,
+                LongestLostRun = longest,
+            };
         }
         finally
         {
@@ -390,7 +441,7 @@ internal static class ClusterDataPath
         sb.AppendLine();
         sb.AppendLine("| migration | call p50 (ms) | call p99 (ms) | switch p50 (ms) | switch p99 (ms) | ping -f lost | UDP never received | UDP at the old instance after the call |");
         sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
-        sb.AppendLine(string.Create(inv, $"| across hosts, through the API | {m.Call.P50Ms:F2} | {m.Call.P99Ms:F2} | {m.SwitchMs.P50Ms:F2} | {m.SwitchMs.P99Ms:F2} | {m.PingLost} of {m.PingSent} | {m.UdpNeverReceived} of {m.UdpSent} | {m.UdpAtOldAfterReturn} |"));
+        sb.AppendLine(string.Create(inv, $"| across hosts, through the API | {m.Call.P50Ms:F2} | {m.Call.P99Ms:F2} | {m.SwitchMs.P50Ms:F2} | {m.SwitchMs.P99Ms:F2} | {m.PingLost} of {m.PingSent} | {m.UdpNeverReceived} of {m.UdpSent} ({m.SocketDrops} of them dropped by the receiving socket: delivered, not read in time) | {m.UdpAtOldAfterReturn} |"));
         sb.AppendLine(string.Create(inv, $"| one host, in process (floor) | {single.CallP50Us / 1000:F2} | - | {single.SwitchP50Us / 1000:F2} | {single.SwitchP99Us / 1000:F2} | {single.PingLost} of {single.PingSent} | {single.UdpNeverReceived} of {single.UdpSent} | {single.UdpLateAtOld} |"));
         sb.AppendLine();
         if (m.NoSwitchSeen > 0)

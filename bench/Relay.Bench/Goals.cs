@@ -98,8 +98,8 @@ internal static class Goals
                     string.Create(inv, $"silences {string.Join(", ", dp2.Failover.Select(f => f.SilenceMs.ToString("F0", inv) + " ms" + (f.MemberLed ? " (its member led)" : "")))}; bound {bound:F0} ms")));
                 var mm = dp2.Migration;
                 goals.Add(new("cluster", "cross-host migration under ping -f and a fixed-port UDP stream: 0 lost, nothing at the old instance after the call returned",
-                    Status(mm.PingLost == 0 && mm.UdpNeverReceived == 0 && mm.UdpAtOldAfterReturn == 0),
-                    string.Create(inv, $"{mm.Migrations} migrations: {mm.PingLost} of {mm.PingSent:N0} pings lost, {mm.UdpNeverReceived} of {mm.UdpSent:N0} datagrams never received, {mm.UdpAtOldAfterReturn} at the old instance after the call; switch p50 {mm.SwitchMs.P50Ms:F1} ms (one host in process: {r.Migration.SwitchP50Us / 1000:F2} ms)")));
+                    Status(mm.PingLost == 0 && mm.UdpNotDelivered == 0 && mm.UdpAtOldAfterReturn == 0),
+                    string.Create(inv, $"{mm.Migrations} migrations: {mm.PingLost} of {mm.PingSent:N0} pings lost, {mm.UdpNotDelivered} of {mm.UdpSent:N0} datagrams not delivered ({mm.SocketDrops} more delivered but dropped by the benchmark's receiving sockets), {mm.UdpAtOldAfterReturn} at the old instance after the call; switch p50 {mm.SwitchMs.P50Ms:F1} ms (one host in process: {r.Migration.SwitchP50Us / 1000:F2} ms)")));
             }
         }
         return goals;

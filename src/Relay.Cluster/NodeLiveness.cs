@@ -11,7 +11,7 @@ namespace Relay.Cluster;
 /// TTL of 3 s, against the goal of 4 s).
 /// <para>
 /// A verdict needs evidence: this node's own heartbeats must have come through its watch without a
-/// gap for a grace period (a period and half a second), and the last one lately. A node cut
+/// gap for a grace period (half a period and 0.3 s), and the last one lately. A node cut
 /// off from the store (its own heartbeats do not come back) suspects nobody new; when the store
 /// comes back (an election, a quorum regained), every peer gets the grace period to be seen before
 /// it can be suspected. A suspicion holds until the peer's heartbeat is seen again, or its lease
@@ -39,7 +39,11 @@ public sealed class NodeLiveness
         _self = self;
         _ttl = (long)ttl.TotalMilliseconds;
         _period = HeartbeatPeriod(ttl).Ticks / TimeSpan.TicksPerMillisecond;
-        _grace = _period + 500;
+        // A live peer's beat lands within ~0.1 s of the store's return (its writes are retried every
+        // 100 ms; the one write that waited on a vanished leader, half a period at most, was before
+        // the election ended): the grace is several times that, and short, since it adds to a
+        // fail-over whose lost node's member led.
+        _grace = _period / 2 + 300;
         // Own beats come a period apart (plus a write's latency): later than a quarter second
         // beyond that, the store or the watch was away.
         _gap = _period + 250;

@@ -3,7 +3,7 @@ using Relay.Cluster;
 namespace Relay.Core.Tests.Cluster;
 
 /// <summary>
-/// The heartbeat failure detector, on a simulated clock (TTL 3 s: a beat every 1 s, grace 1.5 s).
+/// The heartbeat failure detector, on a simulated clock (TTL 3 s: a beat every 1 s, grace 0.8 s).
 /// Each case runs 50 ms ticks, delivering the beats of a schedule and evaluating after each tick.
 /// </summary>
 public class NodeLivenessTests
@@ -83,32 +83,32 @@ public class NodeLivenessTests
     public void AfterAnElection_LivePeersGetTheGracePeriod_TheDeadOneIsSuspectedWithinTheTtl()
     {
         // At 10 s the leader's host dies (with peer d); the store is back at 11.5 s. Beats resume
-        // after it: this node's at 11.6 s, a's (slower to get through) at 12.8 s, then every second.
+        // after it: this node's at 11.6 s, a's (slower to get through) at 12.3 s, then every second.
         var (suspected, _, _) = Run(20_000, (node, now) => node switch
         {
             "d" => Every(now, 1000) && now <= 10_000,
-            "a" => Every(now, 1000) && now <= 10_000 || now >= 12_800 && Every(now, 1000, 12_800),
+            "a" => Every(now, 1000) && now <= 10_000 || now >= 12_300 && Every(now, 1000, 12_300),
             _ => Every(now, 1000) && now <= 10_000 || now >= 11_600 && Every(now, 1000, 11_600),
         }, "a", "d");
         Assert.False(suspected.ContainsKey("a"), $"a suspected at {suspected.GetValueOrDefault("a")}");
-        // d's last beat at 10 s, unseen for a TTL at 13 s; this node trusts its watch again 1.5 s after its own first beat back.
-        Assert.Equal(13_100, suspected["d"]);
+        // d's last beat at 10 s: unseen for a TTL at 13 s (this node trusts its watch again at 12.4 s).
+        Assert.Equal(13_050, suspected["d"]);
     }
 
     [Fact]
     public void AfterALongOutage_EveryPeerHasTheGracePeriodFromTheStoresReturn()
     {
-        // The store is away from 5 s to 15 s; a beats again 1.2 s after the return (this node's
+        // The store is away from 5 s to 15 s; a beats again 0.6 s after the return (this node's
         // own beat at 15.0 s), d never does.
         var (suspected, _, _) = Run(25_000, (node, now) => node switch
         {
             "d" => Every(now, 1000) && now <= 5000,
-            "a" => Every(now, 1000) && now <= 5000 || now >= 16_200 && Every(now, 1000, 16_200),
+            "a" => Every(now, 1000) && now <= 5000 || now >= 15_600 && Every(now, 1000, 15_600),
             _ => Every(now, 1000) && (now <= 5000 || now >= 15_000),
         }, "a", "d");
         Assert.False(suspected.ContainsKey("a"), $"a suspected at {suspected.GetValueOrDefault("a")}");
-        // Trusted again at 15 s + 1.5 s grace; d is unseen since 5 s.
-        Assert.Equal(16_500, suspected["d"]);
+        // Trusted again at 15 s + 0.8 s grace; d is unseen since 5 s.
+        Assert.Equal(15_800, suspected["d"]);
     }
 
     [Fact]
