@@ -58,9 +58,24 @@ internal static class ClusterConvergence
             var applied = new List<double>();
             var converged = new List<double>();
             var late = 0;
+            using var store = LabCluster.Connect(lab, 0);
+            string? leaving = null;
             for (var i = -warmup; i < repoints; i++)
             {
-                var target = Post(api, "v1/networks/default/instances", new { service = "b.com", node = lab.Hosts[1 + (i + 1) % 2].Name, standby = true }).GetProperty("name").GetString();
+                var added = Post(api, "v1/networks/default/instances", new { service = "b.com", node = lab.Hosts[1 + (i + 1) % 2].Name, standby = true });
+                var target = added.GetProperty("name").GetString()!;
+                // A re-point is measured alone: the standby is wired on every node, and the instance
+                // the last re-point left is gone (its node's namespace removed), before the call.
+                // Otherwise the re-point waits behind that work on a node (namespace and veth
+                // through ip processes, tens of ms on this machine; issue 10 moves it in process).
+                var key = store.GetAsync(ClusterKeys.Instance("default", target)).GetAwaiter().GetResult();
+                WaitApplied(store, key?.ModRevision ?? 0);
+                var gone = Stopwatch.StartNew();
+                while (leaving is not null && Relay.Linux.Namespaces.Netns.Exists(leaving) && gone.Elapsed < TimeSpan.FromSeconds(10))
+                {
+                    Thread.Sleep(10);
+                }
+                leaving = CurrentNamespace(api);
                 var t = Stopwatch.GetTimestamp();
                 var at = DateTimeOffset.UtcNow;
                 var r = Post(api, "v1/networks/default/services/b.com/migrate", new { to = target });
@@ -112,6 +127,17 @@ internal static class ClusterConvergence
 
     private static void Put(Etcdserverpb.TxnRequest txn, string key, string value)
         => txn.Success.Add(new Etcdserverpb.RequestOp { RequestPut = new Etcdserverpb.PutRequest { Key = Google.Protobuf.ByteString.CopyFromUtf8(key), Value = Google.Protobuf.ByteString.CopyFromUtf8(value) } });
+
+    /// <summary>The namespace of b.com's instance in the balancer now (the one the next re-point leaves).</summary>
+    private static string? CurrentNamespace(HttpClient api)
+    {
+        using var response = api.GetAsync("v1/networks/default/instances").GetAwaiter().GetResult();
+        using var doc = JsonDocument.Parse(response.Content.ReadAsStringAsync().GetAwaiter().GetResult());
+        var list = doc.RootElement.ValueKind == JsonValueKind.Array ? doc.RootElement : doc.RootElement.GetProperty("instances");
+        return list.EnumerateArray()
+            .Where(x => x.GetProperty("service").GetString() == "b.com" && x.TryGetProperty("inBalancer", out var b) && b.GetBoolean())
+            .Select(x => x.GetProperty("namespace").GetString()).FirstOrDefault();
+    }
 
     private static void WaitApplied(EtcdConnection etcd, long revision)
     {
