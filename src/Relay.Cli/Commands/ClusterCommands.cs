@@ -14,7 +14,7 @@ internal static class ClusterCommands
     public static Command Node()
     {
         var output = CliContext.Output();
-        var ls = new Command("ls", "The nodes of the cluster: name, underlay address, state, lease age, instances, applied revision. On a single host, the host alone.") { output };
+        var ls = new Command("ls", "The nodes of the cluster: name, underlay address, state (ready; suspect: no heartbeat seen for a lease TTL, its instances out of this node's balancers; lost: its lease expired), lease age, instances, applied revision. On a single host, the host alone.") { output };
         ls.SetAction(Run(async (p, c, ct) =>
         {
             var nodes = await c.GetAsync<NodeInfo[]>("v1/nodes", ct).ConfigureAwait(false);

@@ -235,7 +235,11 @@ public sealed partial class NodeNetworkTests(LabFixture lab, Xunit.Abstractions.
             // Killed, on-failure: a new pid after the back-off's first second, in the instance's namespace.
             await WaitUntil(() => node.ProcessId("a-1") is { } p && p != first1, TimeSpan.FromSeconds(5));
             Assert.Equal(1, node.Restarts("a-1"));
-            Assert.Contains(node.ProcessId("a-1")!.Value, Netns.Pids(node.InstanceNamespace("a-1")));
+            // The new process enters the namespace just after it starts (sh, then ip netns exec,
+            // then the command): seen once under the parallel suite, the pid was not in it yet.
+            var restarted = node.ProcessId("a-1")!.Value;
+            await WaitUntil(() => Netns.Pids(node.InstanceNamespace("a-1")).Contains(restarted), TimeSpan.FromSeconds(2));
+            Assert.Contains(restarted, Netns.Pids(node.InstanceNamespace("a-1")));
             // 'always' restarts a command that exits 0, again and again (1 s, then 2 s of back-off).
             await WaitUntil(() => node.Restarts("a-3") >= 2, TimeSpan.FromSeconds(8));
 
