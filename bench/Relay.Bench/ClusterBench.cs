@@ -202,4 +202,23 @@ internal static class ClusterBench
             ClusterDataPath.Render(sb, d, singleHost);
         }
     }
+
+    /// <summary>Copies a failed experiment's lab logs (daemons, etcd members) out of the lab, which goes: to /tmp/relay-bench-failed/LAB, named on stderr.</summary>
+    internal static void KeepLogs(Relay.Cluster.Lab.LabRecord lab)
+    {
+        try
+        {
+            var keep = Path.Combine(Path.GetTempPath(), "relay-bench-failed", lab.Name);
+            Directory.CreateDirectory(keep);
+            foreach (var log in Directory.EnumerateFiles(lab.Directory, "*.log"))
+            {
+                File.Copy(log, Path.Combine(keep, Path.GetFileName(log)), overwrite: true);
+            }
+            Console.Error.WriteLine($"relay-bench: the lab's logs are kept in {keep}");
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"relay-bench: could not keep the lab's logs: {e.Message}");
+        }
+    }
 }

@@ -97,6 +97,11 @@ internal static class ClusterConvergence
             }
             return new ConvergenceResult(services, LatencySummary.Of(call), LatencySummary.Of(written), LatencySummary.Of(applied), late) { Converged = converged.Count == 0 ? null : LatencySummary.Of(converged) };
         }
+        catch
+        {
+            ClusterBench.KeepLogs(lab);
+            throw;
+        }
         finally
         {
             LabCluster.Down(lab, Relay.Engine.NetworkRecord.RemoveAll);

@@ -103,6 +103,11 @@ internal static class ClusterDataPath
             lab = Failover(lab, api, client, h, ttl, relay, smoke || quick ? 1 : 3, runs, progress);
             return new ClusterDataPathResult(vxlan, migration, ttl.TotalSeconds, runs);
         }
+        catch
+        {
+            ClusterBench.KeepLogs(lab);
+            throw;
+        }
         finally
         {
             LabCluster.Down(lab, Relay.Engine.NetworkRecord.RemoveAll);
