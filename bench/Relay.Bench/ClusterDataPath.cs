@@ -55,6 +55,9 @@ internal sealed record CrossHostMigration(
 
     /// <summary>The longest run of consecutive datagrams never received.</summary>
     public long LongestLostRun { get; init; }
+
+    /// <summary>The kernels' drop counters (conntrack -S, nstat) that moved during the migrations, per namespace; "none" when none did.</summary>
+    public string? KernelDrops { get; init; }
 }
 
 /// <summary>One node loss: the node whose instance takes a fixed-port UDP flow loses its daemon and its underlay link.</summary>
@@ -96,7 +99,14 @@ internal static class ClusterDataPath
             var vxlan = Vxlan(api, client, smoke, quick, progress);
             progress(string.Create(inv, $"  VXLAN: new flow same host {vxlan.LocalNewFlowUs:F1} us, across hosts {vxlan.RemoteNewFlowUs:F1} us; TCP 1 stream {vxlan.LocalGbps:F1} vs {vxlan.RemoteGbps:F1} Gbps, 4 streams {vxlan.LocalGbps4:F1} vs {vxlan.RemoteGbps4:F1} Gbps"));
 
+            // The kernels' own drop counters around the migrations: where a lost datagram died, if in a kernel.
+            var spaces = h.Select(x => $"relay-default@{x}").Concat(lab.Hosts.Select(x => x.Namespace)).ToArray();
+            var dropsBefore = DropCounters(spaces);
             var migration = Migrate(api, client, h, smoke ? 3 : quick ? 20 : 100, smoke ? 5_000 : 50_000, progress);
+            var drops = DropCounters(spaces).Select(kv => (kv.Key, Value: kv.Value - dropsBefore.GetValueOrDefault(kv.Key))).Where(x => x.Value != 0).OrderBy(x => x.Key, StringComparer.Ordinal)
+                .Select(x => string.Create(inv, $"{x.Key} +{x.Value}")).ToArray();
+            migration = migration with { KernelDrops = drops.Length == 0 ? "none" : string.Join(", ", drops) };
+            progress("  kernel drop counters that moved during the migrations: " + migration.KernelDrops);
             progress(string.Create(inv, $"  cross-host migration: {migration.Migrations} re-points, call p50 {migration.Call.P50Ms:F1} ms, switch p50 {migration.SwitchMs.P50Ms:F1} ms; ping -f lost {migration.PingLost} of {migration.PingSent}, UDP never received {migration.UdpNeverReceived} ({migration.LostRuns} runs, longest {migration.LongestLostRun}; {migration.LostDuringCalls} sent while a call was open, {migration.LostJustAfterCalls} within 200 ms after one; sender refused {migration.SendErrors}, receiver sockets dropped {migration.SocketDrops}), at the old instance after the call {migration.UdpAtOldAfterReturn}"));
 
             var runs = new List<FailoverRun>();
@@ -153,6 +163,47 @@ internal static class ClusterDataPath
     /// is counted in stream time: the first datagram the new instance got, less the last one sent before
     /// the call, over the rate.
     /// </summary>
+    private static readonly string[] DropNames =
+    [
+        "insert_failed", "drop", "early_drop", "invalid", "error",
+        "IpInDiscards", "IpOutDiscards", "IpOutNoRoutes", "IpExtInNoRoutes", "IpInAddrErrors", "IpInHdrErrors",
+        "Ip6InDiscards", "Ip6OutDiscards", "Ip6OutNoRoutes", "Ip6InNoRoutes", "Ip6InAddrErrors",
+        "UdpInErrors", "UdpRcvbufErrors", "UdpSndbufErrors", "UdpNoPorts", "IcmpOutDestUnreachs", "TcpExtTCPBacklogDrop",
+    ];
+
+    /// <summary>Drop counters of each namespace: conntrack's (summed over CPUs) and the IP/UDP/ICMP MIB's (nstat), as NS:NAME.</summary>
+    private static Dictionary<string, long> DropCounters(IEnumerable<string> namespaces)
+    {
+        var result = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (var ns in namespaces)
+        {
+            foreach (var (tool, args) in new[] { ("conntrack", new[] { "-S" }), ("nstat", new[] { "-asz" }) })
+            {
+                var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+                foreach (var a in new[] { "netns", "exec", ns, tool }.Concat(args))
+                {
+                    psi.ArgumentList.Add(a);
+                }
+                using var p = Process.Start(psi)!;
+                var text = p.StandardOutput.ReadToEnd();
+                p.StandardError.ReadToEnd();
+                p.WaitForExit();
+                // conntrack -S: "cpu=0 found=0 invalid=3 ... drop=0 ..."; nstat: "NAME VALUE RATE".
+                foreach (Match m in Regex.Matches(text, @"(\w+)=(\d+)|^(\w+)\s+(\d+)", RegexOptions.Multiline))
+                {
+                    var name = m.Groups[1].Success ? m.Groups[1].Value : m.Groups[3].Value;
+                    var value = long.Parse(m.Groups[1].Success ? m.Groups[2].Value : m.Groups[4].Value, CultureInfo.InvariantCulture);
+                    if (DropNames.Contains(name))
+                    {
+                        var key = $"{ns}:{name}";
+                        result[key] = result.GetValueOrDefault(key) + value;
+                    }
+                }
+            }
+        }
+        return result;
+    }
+
     private static CrossHostMigration Migrate(HttpClient api, string client, string[] h, int count, int rate, Action<string> progress)
     {
         var vip = Vip(api, "b.com");
@@ -449,6 +500,11 @@ internal static class ClusterDataPath
         sb.AppendLine(string.Create(inv, $"| across hosts, through the API | {m.Call.P50Ms:F2} | {m.Call.P99Ms:F2} | {m.SwitchMs.P50Ms:F2} | {m.SwitchMs.P99Ms:F2} | {m.PingLost} of {m.PingSent} | {m.UdpNeverReceived} of {m.UdpSent} ({m.SocketDrops} of them dropped by the receiving socket: delivered, not read in time) | {m.UdpAtOldAfterReturn} |"));
         sb.AppendLine(string.Create(inv, $"| one host, in process (floor) | {single.CallP50Us / 1000:F2} | - | {single.SwitchP50Us / 1000:F2} | {single.SwitchP99Us / 1000:F2} | {single.PingLost} of {single.PingSent} | {single.UdpNeverReceived} of {single.UdpSent} | {single.UdpLateAtOld} |"));
         sb.AppendLine();
+        if (m.KernelDrops is { } kd)
+        {
+            sb.AppendLine(string.Create(inv, $"The kernels' drop counters (`conntrack -S`, `nstat`) in the orchestrators and the lab hosts' namespaces that moved during the migrations: {kd}. Of the datagrams never received, {m.LostDuringCalls} were sent while a call was open and {m.LostJustAfterCalls} within 200 ms after one, in {m.LostRuns} run(s), the longest {m.LongestLostRun}."));
+            sb.AppendLine();
+        }
         if (m.NoSwitchSeen > 0)
         {
             sb.AppendLine(string.Create(inv, $"In {m.NoSwitchSeen} migrations no datagram reached the new instance within 2 s."));
