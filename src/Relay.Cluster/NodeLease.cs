@@ -128,15 +128,20 @@ public sealed class NodeLease : IAsyncDisposable
     private async Task RenewLoopAsync()
     {
         var period = Ttl / 3;
+        var wait = period;
         while (!_stop.IsCancellationRequested)
         {
             try
             {
-                await Task.Delay(period, _stop.Token).ConfigureAwait(false);
-                // Each member gets a third of the TTL: a member cut off from the quorum (seen: the
+                await Task.Delay(wait, _stop.Token).ConfigureAwait(false);
+                // After a renewal that failed (the leader gone, an election), the next comes soon,
+                // not a period later: a new leader gives every lease one TTL from its election, and
+                // a live node that waited out whole periods between tries was seen to lose its lease.
+                wait = TimeSpan.FromMilliseconds(Math.Min(200, period.TotalMilliseconds));
+                // Each member gets a sixth of the TTL: a member cut off from the quorum (seen: the
                 // connection preferred the lost node's member) must not hold the renewal until the
                 // lease is gone, which made a healthy node "lost" together with the lost one.
-                var left = await _etcd.KeepAliveOnceAsync(Lease, _stop.Token, period).ConfigureAwait(false);
+                var left = await _etcd.KeepAliveOnceAsync(Lease, _stop.Token, period / 2).ConfigureAwait(false);
                 if (left <= 0)
                 {
                     // Expired while the node was cut off: everyone has seen it go; join again.
@@ -146,6 +151,7 @@ public sealed class NodeLease : IAsyncDisposable
                 }
                 Interlocked.Exchange(ref _renewedTicks, Environment.TickCount64);
                 LastError = null;
+                wait = period;
             }
             catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
@@ -154,6 +160,11 @@ public sealed class NodeLease : IAsyncDisposable
             catch (RelayException e)
             {
                 LastError = e.Message;
+            }
+            catch (Grpc.Core.RpcException e)
+            {
+                // Not a member failure (those are RelayException): said, and tried again.
+                LastError = e.Status.Detail;
             }
         }
     }

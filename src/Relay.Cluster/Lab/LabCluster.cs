@@ -270,6 +270,9 @@ public static partial class LabCluster
             "--initial-cluster", initialCluster, "--initial-cluster-state", "new", "--initial-cluster-token", $"relay-lab-{lab.Name}-{lab.CreatedAt.ToUnixTimeMilliseconds()}",
             "--heartbeat-interval", options.HeartbeatMs.ToString(CultureInfo.InvariantCulture),
             "--election-timeout", options.ElectionMs.ToString(CultureInfo.InvariantCulture),
+            // A member cut off and back (a lost host returning) must not depose a working leader
+            // with its higher term: a needless election stalls every write (etcd 3.5 defaults to it).
+            "--pre-vote",
             "--logger", "zap", "--log-level", "warn",
         ];
         return StartDetached(h.Namespace, log, "/usr/bin/etcd", args, "etcd");
