@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Numerics;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using System.Text.Json.Nodes;
 using Etcdserverpb;
 using Google.Protobuf;
@@ -124,55 +125,45 @@ public sealed class ClusterAllocator
     /// Replaces a service's spec (policy, ports) in one transaction guarded by the record as read,
     /// its virtual addresses and slots kept; returns the revision, or throws NotFound.
     /// </summary>
-    public async Task<long> UpdateServiceSpecAsync(string network, string service, JsonObject spec, CancellationToken ct = default)
-    {
-        var serviceKey = ClusterKeys.Service(network, service);
-        for (var attempt = 0; attempt < MaxAttempts; attempt++)
-        {
-            var kv = await _etcd.GetAsync(serviceKey, ct).ConfigureAwait(false)
-                ?? throw new RelayException(ErrorCode.NotFound, "service", $"no service {service} in network {network}");
-            var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.ServiceClaim)
-                ?? throw new RelayException(ErrorCode.Invalid, "service", $"the record of service {service} is not one Relay wrote");
-            var txn = new TxnRequest();
-            txn.Compare.Add(ModIs(kv));
-            txn.Success.Add(Put(serviceKey, JsonSerializer.Serialize(claim with { Spec = spec }, ClusterJson.Default.ServiceClaim)));
-            var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
-            if (response.Succeeded)
-            {
-                return response.Header.Revision;
-            }
-        }
-        throw new RelayException(ErrorCode.Conflict, "service", $"service {service} kept changing while it was updated; retry");
-    }
+    public Task<long> UpdateServiceSpecAsync(string network, string service, JsonObject spec, CancellationToken ct = default)
+        => RewriteAsync(ClusterKeys.Service(network, service), "service", service, network, ClusterJson.Default.ServiceClaim,
+            claim => claim with { Spec = spec }, ct);
 
     /// <summary>
     /// Changes an instance in place (<c>relay apply</c>): its spec (command, restart policy, check)
     /// and whether it is a standby, in one guarded transaction; its node, addresses and name stay.
     /// A draining instance is leaving and is not changed.
     /// </summary>
-    public async Task<long> UpdateInstanceSpecAsync(string network, string id, JsonObject spec, bool standby, CancellationToken ct = default)
+    public Task<long> UpdateInstanceSpecAsync(string network, string id, JsonObject spec, bool standby, CancellationToken ct = default)
+        => RewriteAsync(ClusterKeys.Instance(network, id), "instance", id, network, ClusterJson.Default.InstanceClaim,
+            claim => claim.Mode == "draining"
+                ? throw new RelayException(ErrorCode.Conflict, "instance", $"instance '{id}' is leaving")
+                : claim with { Spec = spec, Mode = standby ? "standby" : null }, ct);
+
+    /// <summary>
+    /// Reads one record, changes it with <paramref name="change"/> and writes it back in a
+    /// transaction guarded by the record's revision as read, again from a fresh read when another
+    /// write came between; returns the revision, or throws NotFound.
+    /// </summary>
+    private async Task<long> RewriteAsync<T>(string key, string kind, string name, string network, JsonTypeInfo<T> type, Func<T, T> change, CancellationToken ct)
+        where T : class
     {
-        var key = ClusterKeys.Instance(network, id);
         for (var attempt = 0; attempt < MaxAttempts; attempt++)
         {
             var kv = await _etcd.GetAsync(key, ct).ConfigureAwait(false)
-                ?? throw new RelayException(ErrorCode.NotFound, "instance", $"no instance {id} in network {network}");
-            var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), ClusterJson.Default.InstanceClaim)
-                ?? throw new RelayException(ErrorCode.Invalid, "instance", $"the record of instance {id} is not one Relay wrote");
-            if (claim.Mode == "draining")
-            {
-                throw new RelayException(ErrorCode.Conflict, "instance", $"instance '{id}' is leaving");
-            }
+                ?? throw new RelayException(ErrorCode.NotFound, kind, $"no {kind} {name} in network {network}");
+            var claim = ClusterJson.TryParse(kv.Value.ToStringUtf8(), type)
+                ?? throw new RelayException(ErrorCode.Invalid, kind, $"the record of {kind} {name} is not one Relay wrote");
             var txn = new TxnRequest();
             txn.Compare.Add(ModIs(kv));
-            txn.Success.Add(Put(key, JsonSerializer.Serialize(claim with { Spec = spec, Mode = standby ? "standby" : null }, ClusterJson.Default.InstanceClaim)));
+            txn.Success.Add(Put(key, JsonSerializer.Serialize(change(claim), type)));
             var response = await _etcd.TxnAsync(txn, ct).ConfigureAwait(false);
             if (response.Succeeded)
             {
                 return response.Header.Revision;
             }
         }
-        throw new RelayException(ErrorCode.Conflict, "instance", $"instance {id} kept changing while it was updated; retry");
+        throw new RelayException(ErrorCode.Conflict, kind, $"{kind} {name} kept changing while it was updated; retry");
     }
 
     /// <summary>Removes a service and its address guards in one transaction; returns the revision, 0 when it did not exist.</summary>

@@ -30,7 +30,7 @@ public sealed partial class ClusterMembership : IAsyncDisposable
     private readonly NodeLiveness _liveness;
     private readonly Task _judging;
     private volatile WatchStep? _state;
-    private volatile IReadOnlySet<string> _suspected = System.Collections.Frozen.FrozenSet<string>.Empty;
+    private volatile IReadOnlySet<string> _suspected = FrozenSet<string>.Empty;
     private long _relevantRevision;
 
     private ClusterMembership(EtcdConnection etcd, NodeLease lease, ILogger log)

@@ -101,7 +101,7 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             part.Reconciler.Resuspect(suspected);
         }
         // Waits for applied revisions leave suspected nodes out: wake them.
-        Interlocked.Exchange(ref _stepped, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        WakeWaiters();
     }
 
     private void RewriteHealth()
@@ -821,6 +821,12 @@ public sealed partial class ClusterNetworks : IAsyncDisposable
             }
         }
         _progress = progress;
+        WakeWaiters();
+    }
+
+    /// <summary>Wakes every <see cref="WaitAppliedAsync"/> to look at the nodes' progress again.</summary>
+    private void WakeWaiters()
+    {
         Interlocked.Exchange(ref _stepped, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
     }
 

@@ -121,7 +121,7 @@ public sealed partial class ClusterReconciler(EtcdConnection etcd, NodeLease lea
     }
 
     /// <summary><paramref name="state"/> without the nodes in <paramref name="suspected"/> (the same object when none of them is in it).</summary>
-    public static NetworkState LeaveOut(NetworkState state, IReadOnlySet<string> suspected)
+    private static NetworkState LeaveOut(NetworkState state, IReadOnlySet<string> suspected)
         => suspected.Count == 0 || !suspected.Any(state.Nodes.ContainsKey) ? state : state with { Nodes = state.Nodes.RemoveRange(suspected) };
 
     private static bool SameNodesLeftOut(NetworkState state, IReadOnlySet<string> a, IReadOnlySet<string> b)
