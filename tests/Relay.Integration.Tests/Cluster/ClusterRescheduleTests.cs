@@ -22,9 +22,23 @@ public sealed class ClusterRescheduleTests(ITestOutputHelper output)
             Ok(lab, 2, "instance", "add", "c.com", "--name", "c-1", "--", "sleep", "1000");
             Ok(lab, 0, "instance", "add", "c.com", "--name", "c-2", "--node", lab.Hosts[0].Name, "--", "sleep", "1000");
 
+            // Seen lost by host 2, the node that moves c-1 (it has the fewest instances) and times the
+            // grace from when it saw host 3 go: asked over its API every 20 ms. A CLI process per
+            // poll (hundreds of ms on a loaded machine) made the moment seen late by up to a second.
+            using var api = new Relay.Integration.Tests.Daemon.ApiClient(lab.Hosts[1].Socket);
             LabCluster.KillDaemon(lab.Hosts[2]);
             var clock = Stopwatch.StartNew();
-            await LabFixture.Until(() => Nodes(lab, 0)[2].GetProperty("state").GetString() == "lost", TimeSpan.FromSeconds(8), "host 3 lost");
+            while (true)
+            {
+                var nodes = await api.SendAsync("GET", "v1/nodes", null, null);
+                using var doc = System.Text.Json.JsonDocument.Parse(nodes.Body);
+                if (doc.RootElement.EnumerateArray().Any(n => n.GetProperty("name").GetString() == lab.Hosts[2].Name && n.GetProperty("state").GetString() == "lost"))
+                {
+                    break;
+                }
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(8), "not within 8 s: host 3 lost");
+                await Task.Delay(20);
+            }
             var lost = clock.Elapsed;
             using (var service = System.Text.Json.JsonDocument.Parse(Ok(lab, 0, "service", "ls", "-o", "json")))
             {
